@@ -1,0 +1,214 @@
+"""Per-class non-maximum suppression with `tf.image`, batched, into the detections dict."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from kerasdet.postprocess.detections import check_scores_finite, pad_detections
+
+
+def _flatten_candidates(boxes, scores):
+    """Class-shared `[B, N, 4]` or class-specific `[B, N, C, 4]` boxes → per-(box, class)
+    candidates `[B, N·C, 4]`, scores `[B, N·C]`, classes `[B, N·C]` (box-major)."""
+    batch = tf.shape(scores)[0]
+    num_classes = tf.shape(scores)[2]
+    if boxes.shape.rank == 3:
+        boxes = tf.broadcast_to(boxes[:, :, None, :], tf.concat([tf.shape(scores), [4]], 0))
+    classes = tf.broadcast_to(tf.range(num_classes)[None, None, :], tf.shape(scores))
+    return (
+        tf.reshape(boxes, [batch, -1, 4]),
+        tf.reshape(scores, [batch, -1]),
+        tf.reshape(classes, [batch, -1]),
+    )
+
+
+def non_max_suppression(
+    boxes,
+    scores,
+    *,
+    iou_threshold: float = 0.5,
+    score_threshold: float = 0.05,
+    max_detections: int = 100,
+    max_candidates: int = 5000,
+    class_agnostic: bool = False,
+    check_finite: bool = True,
+) -> dict:
+    """Batched per-class NMS (`tf.image`) with confidence thresholding.
+
+    Candidates are every (box, class) pair whose score is at least `score_threshold`; at
+    most `max_candidates` of the highest-scoring ones per image enter NMS (a static bound,
+    like Faster R-CNN's pre-NMS top-k). NMS runs per class (boxes of different classes never
+    suppress each other) unless `class_agnostic`. Ties in score are broken by candidate
+    order (box index, then class), the same in TensorFlow and TFLite.
+
+    Args:
+        boxes: float `[B, N, 4]` yxyx pixels shared by all classes, or class-specific
+            `[B, N, C, 4]`.
+        scores: float `[B, N, C]`, per-class scores (e.g. softmax without background).
+        iou_threshold: a box is suppressed by a higher-scoring box of its class whose IoU
+            with it is above this.
+        score_threshold: candidates scoring below it are dropped first.
+        max_detections: `D`, the static number of output rows per image.
+        max_candidates: static bound on candidates per image entering NMS.
+        class_agnostic: suppress across classes too.
+        check_finite: reject NaN / inf scores (see `check_scores_finite`).
+
+    Returns:
+        dict of `boxes` float32 `[B, D, 4]`, `scores` float32 `[B, D]`, `classes` int32
+        `[B, D]` (0-based), `num_detections` int32 `[B]`. Rows are sorted by score
+        (descending); rows at or past `num_detections` are zeros.
+
+    Example:
+    >>> boxes = tf.constant([[[0., 0., 10., 10.], [1., 1., 11., 11.], [50., 50., 60., 60.]]])
+    >>> scores = tf.constant([[[0.9], [0.8], [0.7]]])
+    >>> out = non_max_suppression(boxes, scores, max_detections=5)
+    >>> out["num_detections"].numpy(), out["scores"].numpy()[0, :3]
+    (array([2], dtype=int32), array([0.9, 0.7], dtype=float32))
+    """
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"`iou_threshold` must be in [0, 1], got {iou_threshold}")
+    if not isinstance(max_detections, int) or max_detections <= 0:
+        raise ValueError(f"`max_detections` must be a positive int, got {max_detections!r}")
+    if not isinstance(max_candidates, int) or max_candidates <= 0:
+        raise ValueError(f"`max_candidates` must be a positive int, got {max_candidates!r}")
+    boxes = tf.cast(tf.convert_to_tensor(boxes), tf.float32)
+    scores = tf.cast(tf.convert_to_tensor(scores), tf.float32)
+    if scores.shape.rank != 3:
+        raise ValueError(f"`scores` must be [B, N, C], got shape {scores.shape}")
+    if boxes.shape.rank not in (3, 4) or boxes.shape[-1] not in (4, None):
+        raise ValueError(f"`boxes` must be [B, N, 4] or [B, N, C, 4], got shape {boxes.shape}")
+    if check_finite:
+        scores = check_scores_finite(scores)
+
+    flat_boxes, flat_scores, flat_classes = _flatten_candidates(boxes, scores)
+    # Class-agnostic NMS puts every candidate in one "class" for suppression only.
+    flat_classes_for_nms = tf.zeros_like(flat_classes) if class_agnostic else flat_classes
+
+    batch_static = flat_scores.shape[0]
+    results = []
+    if batch_static is not None:
+        # A static batch (always the case in TFLite export) unrolls: no while loop.
+        for i in range(batch_static):
+            results.append(
+                _select(
+                    flat_boxes[i], flat_scores[i], flat_classes[i], flat_classes_for_nms[i],
+                    iou_threshold, score_threshold, max_detections, max_candidates,
+                )
+            )
+        out = [tf.stack([r[j] for r in results]) for j in range(4)]
+    else:
+        out = tf.map_fn(
+            lambda args: _select(*args, iou_threshold, score_threshold, max_detections, max_candidates),
+            (flat_boxes, flat_scores, flat_classes, flat_classes_for_nms),
+            fn_output_signature=(
+                tf.TensorSpec([max_detections, 4], tf.float32),
+                tf.TensorSpec([max_detections], tf.float32),
+                tf.TensorSpec([max_detections], tf.int32),
+                tf.TensorSpec([], tf.int32),
+            ),
+        )
+    return pad_detections(*out, max_detections=max_detections)
+
+
+def _select(boxes, scores, classes, nms_classes, iou_threshold, score_threshold, max_detections, max_candidates):
+    """NMS for one image; returns boxes, scores, classes (padded) and the valid count."""
+    num = tf.shape(scores)[0]
+    valid = scores >= score_threshold
+    keyed = tf.where(valid, scores, tf.float32.min)
+    k = tf.minimum(num, max_candidates)
+    # top_k is stable (lower index first among equal scores), which fixes the tie order.
+    _, order = tf.math.top_k(keyed, k=k)
+    boxes = tf.gather(boxes, order)
+    scores = tf.gather(scores, order)
+    classes = tf.gather(classes, order)
+    nms_classes = tf.gather(nms_classes, order)
+    valid = tf.gather(valid, order)
+    # Per-class NMS in one call: move each class's boxes to a region of its own
+    # (torchvision's batched_nms trick). Offsets are multiples of this image's coordinate
+    # span, not of absolute coordinates, to keep float32 precision with many classes.
+    padded = tf.concat([boxes, tf.zeros([1, 4])], axis=0)  # defined even when k == 0
+    low, high = tf.reduce_min(padded), tf.reduce_max(padded)
+    offsets = tf.cast(nms_classes, tf.float32) * (high - low + 1.0)
+    shifted = boxes - low + offsets[:, None]
+    # NMS ranks by these strictly decreasing scores instead of the real ones, so TF's and
+    # TFLite's kernels (which break score ties differently) select the same boxes.
+    kf = tf.maximum(tf.cast(k, tf.float32), 1.0)
+    rank_scores = tf.where(valid, (kf - tf.cast(tf.range(k), tf.float32)) / kf, 0.0)
+    selected, num_valid = tf.image.non_max_suppression_padded(
+        shifted,
+        rank_scores,
+        max_output_size=max_detections,
+        iou_threshold=iou_threshold,
+        score_threshold=0.5 / kf,
+        pad_to_max_output_size=True,
+    )
+    return (
+        tf.gather(boxes, selected),
+        tf.gather(scores, selected),
+        tf.gather(classes, selected),
+        tf.cast(num_valid, tf.int32),
+    )
+
+
+@keras.saving.register_keras_serializable(package="kerasdet")
+class NonMaxSuppression(keras.layers.Layer):
+    """Keras layer form of `non_max_suppression` (same arguments), for functional models.
+
+    Call arguments:
+        boxes: `[B, N, 4]` or `[B, N, C, 4]` yxyx pixels.
+        scores: `[B, N, C]`.
+
+    Returns:
+        The padded detections dict (see `non_max_suppression`).
+    """
+
+    def __init__(
+        self,
+        iou_threshold: float = 0.5,
+        score_threshold: float = 0.05,
+        max_detections: int = 100,
+        max_candidates: int = 5000,
+        class_agnostic: bool = False,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.iou_threshold = float(iou_threshold)
+        self.score_threshold = float(score_threshold)
+        self.max_detections = int(max_detections)
+        self.max_candidates = int(max_candidates)
+        self.class_agnostic = bool(class_agnostic)
+
+    def call(self, boxes, scores):
+        return non_max_suppression(
+            boxes,
+            scores,
+            iou_threshold=self.iou_threshold,
+            score_threshold=self.score_threshold,
+            max_detections=self.max_detections,
+            max_candidates=self.max_candidates,
+            class_agnostic=self.class_agnostic,
+        )
+
+    def compute_output_spec(self, boxes, scores):
+        batch, d = scores.shape[0], self.max_detections
+        return {
+            "boxes": keras.KerasTensor((batch, d, 4), dtype="float32"),
+            "scores": keras.KerasTensor((batch, d), dtype="float32"),
+            "classes": keras.KerasTensor((batch, d), dtype="int32"),
+            "num_detections": keras.KerasTensor((batch,), dtype="int32"),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "iou_threshold": self.iou_threshold,
+                "score_threshold": self.score_threshold,
+                "max_detections": self.max_detections,
+                "max_candidates": self.max_candidates,
+                "class_agnostic": self.class_agnostic,
+            }
+        )
+        return config

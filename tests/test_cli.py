@@ -1,0 +1,25 @@
+import subprocess
+import sys
+
+from kerasdet import __version__
+from kerasdet.cli import main
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == __version__
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().out
+
+
+def test_bad_argument_is_one_line_without_traceback():
+    result = subprocess.run(
+        [sys.executable, "-m", "kerasdet.cli", "demo", "--image-size", "x", "y"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "invalid int value" in result.stderr
