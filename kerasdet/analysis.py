@@ -66,6 +66,56 @@ def _axis_step(state, kernel, stride, padding, dilation=1):
     return (out, field + (k - 1) * jump, jump * stride, center + ((k - 1) / 2 - pad_before) * jump)
 
 
+def _walk(model: keras.Model, input_size):
+    """Yields `(layer, states, copies)` after each geometry-changing layer, where `states`
+    is `(size, field, jump, center)` per axis and `copies` counts the maps the layer runs on
+    (k² after an `OffsetMaxPool`)."""
+    states = [(int(s), 1, 1.0, 0.0) for s in input_size]  # centre of pixel 0 is 0.0
+    offset_k = None
+    copies = 1
+    for layer in model.layers:
+        if isinstance(layer, _PASSTHROUGH) or isinstance(layer, keras.layers.Flatten):
+            continue
+        if isinstance(layer, keras.layers.ZeroPadding2D):
+            (top, bottom), (left, right) = layer.padding
+            states = [
+                (size + a + b, field, jump, center - a * jump)
+                for (size, field, jump, center), (a, b) in zip(states, ((top, bottom), (left, right)))
+            ]
+        elif isinstance(layer, keras.layers.Conv2D):
+            params = zip(_pair(layer.kernel_size), _pair(layer.strides), _pair(layer.dilation_rate))
+            states = [_axis_step(s, k, st, layer.padding, d) for s, (k, st, d) in zip(states, params)]
+        elif isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
+            params = zip(_pair(layer.pool_size), _pair(layer.strides))
+            states = [_axis_step(s, k, st, layer.padding) for s, (k, st) in zip(states, params)]
+        elif isinstance(layer, ConvFC):
+            states = [_axis_step(s, k, 1, "valid") for s, k in zip(states, layer.kernel_size)]
+        elif isinstance(layer, OffsetMaxPool):
+            k = layer.pool_size
+            # Every offset keeps floor(L / k) windows (see OffsetMaxPool).
+            states = [(size // k, field + (k - 1) * jump, jump * k, center + (k - 1) / 2 * jump)
+                      for size, field, jump, center in states]
+            offset_k = k
+            copies *= k * k
+        elif isinstance(layer, InterleaveOffsets):
+            if offset_k is None:
+                raise ValueError(f"layer {layer.name!r}: InterleaveOffsets without an OffsetMaxPool before it")
+            k = layer.pool_size
+            states = [(size * k, field, jump / k, center) for size, field, jump, center in states]
+            copies //= k * k
+        else:
+            raise ValueError(
+                f"spatial_geometry does not know the geometry of layer {layer.name!r} "
+                f"({type(layer).__name__})"
+            )
+        if any(size < 1 for size, *_ in states):
+            raise ValueError(
+                f"input {tuple(input_size)} is too small: layer {layer.name!r} would output "
+                f"{tuple(s[0] for s in states)}"
+            )
+        yield layer, states, copies
+
+
 def spatial_geometry(model: keras.Model, input_size) -> SpatialGeometry:
     """Walks a chain-structured model layer by layer and reports its spatial geometry.
 
@@ -84,47 +134,10 @@ def spatial_geometry(model: keras.Model, input_size) -> SpatialGeometry:
         ValueError: for a layer whose geometry is unknown, or an input too small for the
             model (the error names the layer).
     """
-    states = [(int(s), 1, 1.0, 0.5 - 0.5) for s in input_size]  # centre of pixel 0 is 0.0
-    offset_k = None
-    for layer in model.layers:
-        if isinstance(layer, _PASSTHROUGH) or isinstance(layer, keras.layers.Flatten):
-            continue
-        if isinstance(layer, keras.layers.ZeroPadding2D):
-            (top, bottom), (left, right) = layer.padding
-            states = [
-                (size + a + b, field, jump, center - a * jump)
-                for (size, field, jump, center), (a, b) in zip(states, ((top, bottom), (left, right)))
-            ]
-            continue
-        if isinstance(layer, keras.layers.Conv2D):
-            params = zip(_pair(layer.kernel_size), _pair(layer.strides), _pair(layer.dilation_rate))
-            states = [_axis_step(s, k, st, layer.padding, d) for s, (k, st, d) in zip(states, params)]
-        elif isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
-            params = zip(_pair(layer.pool_size), _pair(layer.strides))
-            states = [_axis_step(s, k, st, layer.padding) for s, (k, st) in zip(states, params)]
-        elif isinstance(layer, ConvFC):
-            states = [_axis_step(s, k, 1, "valid") for s, k in zip(states, layer.kernel_size)]
-        elif isinstance(layer, OffsetMaxPool):
-            k = layer.pool_size
-            # Every offset keeps floor(L / k) windows (see OffsetMaxPool).
-            states = [(size // k, field + (k - 1) * jump, jump * k, center + (k - 1) / 2 * jump)
-                      for size, field, jump, center in states]
-            offset_k = k
-        elif isinstance(layer, InterleaveOffsets):
-            if offset_k is None:
-                raise ValueError(f"layer {layer.name!r}: InterleaveOffsets without an OffsetMaxPool before it")
-            k = layer.pool_size
-            states = [(size * k, field, jump / k, center) for size, field, jump, center in states]
-        else:
-            raise ValueError(
-                f"spatial_geometry does not know the geometry of layer {layer.name!r} "
-                f"({type(layer).__name__})"
-            )
-        if any(size < 1 for size, *_ in states):
-            raise ValueError(
-                f"input {tuple(input_size)} is too small: layer {layer.name!r} would output "
-                f"{tuple(s[0] for s in states)}"
-            )
+    states = [(int(s), 1, 1.0, 0.0) for s in input_size]
+    for _, states, _ in _walk(model, input_size):
+        pass
+
     def tidy(value):  # 36.0 → 36, keep 12.5 as is
         return int(value) if float(value).is_integer() else value
 
@@ -135,3 +148,15 @@ def spatial_geometry(model: keras.Model, input_size) -> SpatialGeometry:
         effective_stride=tuple(tidy(s[2]) for s in states),
         first_center=tuple(float(s[3]) for s in states),
     )
+
+
+def count_flops(model: keras.Model, input_size) -> int:
+    """Floating-point operations (2 per multiply-add) of the convolutions and `ConvFC`
+    layers of a chain model on one `(height, width)` image; pooling and activations are
+    not counted (they are a rounding error next to the convolutions)."""
+    total = 0
+    for layer, states, copies in _walk(model, input_size):
+        if isinstance(layer, (keras.layers.Conv2D, ConvFC)):
+            kh, kw, cin, cout = (int(d) for d in layer.kernel.shape)
+            total += 2 * kh * kw * cin * cout * states[0][0] * states[1][0] * copies
+    return total

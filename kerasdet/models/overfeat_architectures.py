@@ -34,6 +34,8 @@ class Architecture:
         last_pool: size of the last (non-overlapping) max pool — the one offset pooling
             and the stride-2 alternative replace.
         fc_units: widths of the hidden FC layers; a last FC of `num_classes` follows.
+        regressor_units: widths of the localization head's hidden FC layers (the paper's
+            4096 → 1024); a last FC of 4·C follows.
         description: one line for `kerasdet` listings.
     """
 
@@ -41,6 +43,7 @@ class Architecture:
     features: tuple
     last_pool: int
     fc_units: tuple
+    regressor_units: tuple = (4096, 1024)
     description: str = ""
 
     def fc_window(self) -> int:
@@ -88,6 +91,7 @@ ARCHITECTURES = {
         ),
         last_pool=3,
         fc_units=(128, 128),
+        regressor_units=(128, 64),
         description="OverFeat tiny: 86×86 window, effective stride 24, trains on a CPU",
     ),
 }

@@ -1,0 +1,210 @@
+"""OverFeat detection: a multi-scale dense classifier + regressor, merged in the graph."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from kerasdet.analysis import spatial_geometry
+from kerasdet.models.overfeat import _architecture
+from kerasdet.models.overfeat_localizer import decode_window_boxes
+from kerasdet.postprocess.greedy_merge import GreedyMerge
+from kerasdet.postprocess.nms import NonMaxSuppression
+
+MERGE_MODES = ("greedy", "nms")
+
+
+@keras.saving.register_keras_serializable(package="kerasdet")
+class DenseWindowDecoder(keras.layers.Layer):
+    """Turns one pyramid scale's dense maps into scored boxes in original-image pixels.
+
+    Every output location gets its top foreground class (OverFeat assigns each location
+    the class with the highest confidence) with that class's softmax probability as its
+    score, and the regressor's box for that class, decoded relative to the location's
+    window (see `kerasdet.models.overfeat_localizer`) and divided by the scale.
+
+    Args:
+        scale: `(sy, sx)`, the factors the image was resized by for this level (a number
+            means the same on both axes).
+        stride: effective stride of the dense maps, input pixels of the resized image.
+        first_center: centre of location (0, 0)'s window, `(y, x)` resized pixels.
+        window: training window size `S`.
+        image_size: `(H, W)` of the original image, to clip boxes.
+
+    Call arguments:
+        logits: `[B, h, w, C + 1]` class logits, background first.
+        boxes: `[B, h, w, 4·C]` window-relative boxes.
+
+    Returns:
+        `(boxes [B, h·w, 4], scores [B, h·w], classes [B, h·w] int32)`.
+    """
+
+    def __init__(self, scale, stride, first_center, window, image_size, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        pair = (scale, scale) if isinstance(scale, (int, float)) else tuple(scale)
+        self.scale = tuple(float(v) for v in pair)
+        self.stride = float(stride)
+        self.first_center = tuple(float(c) for c in first_center)
+        self.window = float(window)
+        self.image_size = tuple(int(s) for s in image_size)
+
+    def call(self, logits, boxes):
+        logits = tf.cast(logits, tf.float32)
+        batch = tf.shape(logits)[0]
+        height, width = tf.shape(logits)[1], tf.shape(logits)[2]
+        num_classes = logits.shape[-1] - 1
+        probs = tf.nn.softmax(logits, axis=-1)[..., 1:]  # drop background
+        classes = tf.argmax(probs, axis=-1, output_type=tf.int32)  # [B, h, w]
+        scores = tf.reduce_max(probs, axis=-1)
+        boxes = tf.reshape(tf.cast(boxes, tf.float32), [batch, height, width, num_classes, 4])
+        boxes = tf.gather(boxes, classes, batch_dims=3)  # [B, h, w, 4]
+        ys = self.first_center[0] + self.stride * tf.cast(tf.range(height), tf.float32)
+        xs = self.first_center[1] + self.stride * tf.cast(tf.range(width), tf.float32)
+        cy, cx = tf.meshgrid(ys, xs, indexing="ij")
+        centers = tf.stack([cy, cx], axis=-1)[None]  # [1, h, w, 2]
+        sy, sx = self.scale
+        boxes = decode_window_boxes(boxes, centers, self.window) / tf.constant([sy, sx, sy, sx], tf.float32)
+        limits = tf.constant([self.image_size[0], self.image_size[1]] * 2, tf.float32)
+        boxes = tf.clip_by_value(boxes, 0.0, limits)
+        return (
+            tf.reshape(boxes, [batch, -1, 4]),
+            tf.reshape(scores, [batch, -1]),
+            tf.reshape(classes, [batch, -1]),
+        )
+
+    def compute_output_spec(self, logits, boxes):
+        batch, h, w = logits.shape[0], logits.shape[1], logits.shape[2]
+        n = None if h is None or w is None else h * w
+        return (
+            keras.KerasTensor((batch, n, 4), dtype="float32"),
+            keras.KerasTensor((batch, n), dtype="float32"),
+            keras.KerasTensor((batch, n), dtype="int32"),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "scale": self.scale,
+                "stride": self.stride,
+                "first_center": self.first_center,
+                "window": self.window,
+                "image_size": self.image_size,
+            }
+        )
+        return config
+
+
+def overfeat_detector(
+    classifier: keras.Model,
+    localizer: keras.Model,
+    arch,
+    *,
+    image_size,
+    scales=(1.0,),
+    merge: str = "greedy",
+    score_threshold: float = 0.5,
+    match_threshold: float = 1.0,
+    iou_threshold: float = 0.5,
+    max_detections: int = 100,
+    max_candidates: int = 2000,
+    name=None,
+) -> keras.Model:
+    """OverFeat's detector as one functional model: image → padded detections.
+
+    The image is resized by each scale (an image pyramid; the paper uses 6 scales), the
+    classifier and the regressor run densely at each scale (one pass each, FC layers as
+    convolutions), every location gets its top class and box, locations below
+    `score_threshold` are dropped, and the survivors of all scales are merged with
+    OverFeat's greedy merge (default) or per-class NMS — all inside the graph.
+
+    Args:
+        classifier: from `overfeat_classifier` (C + 1 outputs, background = 0).
+        localizer: from `overfeat_localizer` on the same classifier (4·C outputs).
+        arch: architecture name, for the window size.
+        image_size: `(H, W)` of input images (static, so the pyramid is fixed).
+        scales: resize factors; each resized image must be at least the window.
+        merge: `"greedy"` or `"nms"`.
+        score_threshold: confidence threshold before merging.
+        match_threshold: greedy merge's threshold t.
+        iou_threshold: NMS IoU threshold.
+        max_detections: rows of the output dict.
+        max_candidates: at most this many thresholded boxes (highest scores) enter the merge.
+
+    Returns:
+        A functional model: images float32 `[B, H, W, 3]` (0–255 RGB) → the detections dict
+        (`boxes [B, D, 4]`, `scores [B, D]`, `classes [B, D]`, `num_detections [B]`). With
+        greedy merge a score is the sum of the merged boxes' confidences.
+    """
+    spec = _architecture(arch)
+    if merge not in MERGE_MODES:
+        raise ValueError(f"`merge` must be one of {MERGE_MODES}, got {merge!r}")
+    height, width = (int(s) for s in image_size)
+    if not scales:
+        raise ValueError(f"`scales` must list at least one resize factor, got {scales!r}")
+    dense = keras.Model(classifier.input, [classifier.output, localizer.output], name="dense_windows")
+    inputs = keras.Input((height, width, 3), name="images")
+    candidates = []
+    for index, scale in enumerate(scales):
+        size = (round(height * scale), round(width * scale))
+        if min(size) < spec.window:
+            raise ValueError(
+                f"scale {scale} makes a {size[0]}×{size[1]} image, smaller than the "
+                f"{spec.window}×{spec.window} window; use scales ≥ {spec.window / min(height, width):.3f}"
+            )
+        geometry = spatial_geometry(classifier, size)
+        resized = inputs if size == (height, width) else keras.layers.Resizing(*size, name=f"resize_{index}")(inputs)
+        logits, boxes = dense(resized)
+        candidates.append(
+            DenseWindowDecoder(
+                scale=(size[0] / height, size[1] / width),
+                stride=geometry.effective_stride[0],
+                first_center=geometry.first_center,
+                window=spec.window,
+                image_size=(height, width),
+                name=f"decode_{index}",
+            )(logits, boxes)
+        )
+    if len(candidates) == 1:
+        boxes, scores, classes = candidates[0]
+    else:
+        boxes = keras.layers.Concatenate(axis=1, name="all_boxes")([c[0] for c in candidates])
+        scores = keras.layers.Concatenate(axis=1, name="all_scores")([c[1] for c in candidates])
+        classes = keras.layers.Concatenate(axis=1, name="all_classes")([c[2] for c in candidates])
+    if merge == "greedy":
+        detections = GreedyMerge(
+            match_threshold=match_threshold, score_threshold=score_threshold,
+            max_detections=max_detections, max_candidates=max_candidates, name="greedy_merge",
+        )(boxes, scores, classes)
+    else:
+        num_classes = classifier.output.shape[-1] - 1
+        one_hot = OneHotScores(num_classes, name="class_scores")(scores, classes)
+        detections = NonMaxSuppression(
+            iou_threshold=iou_threshold, score_threshold=score_threshold,
+            max_detections=max_detections, max_candidates=max_candidates, name="nms",
+        )(boxes, one_hot)
+    arch_name = arch if isinstance(arch, str) else "custom"
+    return keras.Model(inputs, detections, name=name or f"overfeat_{arch_name}_detector")
+
+
+@keras.saving.register_keras_serializable(package="kerasdet")
+class OneHotScores(keras.layers.Layer):
+    """`(scores [B, N], classes [B, N])` → per-class scores `[B, N, C]` (zero elsewhere),
+    the input NMS expects."""
+
+    def __init__(self, num_classes: int, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+
+    def call(self, scores, classes):
+        return tf.one_hot(classes, self.num_classes, dtype=tf.float32) * tf.cast(scores, tf.float32)[..., None]
+
+    def compute_output_spec(self, scores, classes):
+        return keras.KerasTensor(tuple(scores.shape) + (self.num_classes,), dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config["num_classes"] = self.num_classes
+        return config
