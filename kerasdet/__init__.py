@@ -2,14 +2,29 @@
 
 Public API:
     kerasdet.boxes        box formats, IoU, BoxCoder, clipping
-    kerasdet.layers       AnchorGenerator, RPNHead, RoIPool, RoIAlign, ConvFC
-    kerasdet.postprocess  NMS and OverFeat's greedy merge, inside the graph
+    kerasdet.layers       AnchorGenerator, RPNHead, RoIPool, RoIAlign, ConvFC, OffsetMaxPool
+    kerasdet.postprocess  per-class NMS and OverFeat's greedy merge, inside the graph
+    kerasdet.models       OverFeat classifier / localizer / detector
+    kerasdet.data         the offline `kerasdet_shapes` dataset and tf.data pipelines
+    kerasdet.metrics      COCO evaluation (pycocotools) and a Keras callback
+    kerasdet.analysis     receptive field, effective stride, spatial output, FLOPs
     kerasdet.export       TFLite conversion with builtin ops only
 """
 
-from kerasdet import _backend  # noqa: F401  (selects and checks the TF backend first)
-from kerasdet import boxes, export, layers, postprocess
+from kerasdet import (
+    _backend,  # noqa: F401  (selects and checks the TF backend first)
+    analysis,
+    boxes,
+    data,
+    export,
+    layers,
+    metrics,
+    models,
+    postprocess,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["boxes", "export", "layers", "postprocess", "__version__"]
+__all__ = [
+    "analysis", "boxes", "data", "export", "layers", "metrics", "models", "postprocess", "__version__",
+]

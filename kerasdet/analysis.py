@@ -135,8 +135,8 @@ def spatial_geometry(model: keras.Model, input_size) -> SpatialGeometry:
             model (the error names the layer).
     """
     states = [(int(s), 1, 1.0, 0.0) for s in input_size]
-    for _, states, _ in _walk(model, input_size):
-        pass
+    for _layer, after, _copies in _walk(model, input_size):
+        states = after
 
     def tidy(value):  # 36.0 → 36, keep 12.5 as is
         return int(value) if float(value).is_integer() else value

@@ -115,7 +115,7 @@ def run_demo(image_size=(320, 480), output=None, seed: int = 0) -> int:
     outputs = model(image)
     print(f"Keras forward pass on a {image_size[0]}×{image_size[1]} image: "
           f"{(time.perf_counter() - start) * 1000:.0f} ms (first call, includes tracing)")
-    print(f"anchors: {int(model.anchors(image_size=image_size).shape[0])}, "
+    print(f"anchors: {int(model.anchors(image_shape=image_size).shape[0])}, "
           f"proposals: {model.num_proposals}, pooled RoI features: {tuple(outputs['pooled_max'].shape)}")
     for name in ("nms", "merge"):
         det = outputs[name]

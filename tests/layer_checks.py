@@ -10,10 +10,9 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
-
-import keras
 
 
 def _flat(x):

@@ -1,11 +1,11 @@
 """OverFeat architectures: the paper's parameter counts, spatial outputs, strides, and the
 dense-equals-crops property of FC-as-convolution."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from kerasdet.analysis import spatial_geometry
 from kerasdet.layers.offset_max_pool import InterleaveOffsets, OffsetMaxPool
 from kerasdet.models.overfeat import overfeat_classifier

@@ -1,12 +1,12 @@
 """One model that uses every foundation layer converts to builtin-op TFLite and matches."""
 
+import keras
 import numpy as np
 import tensorflow as tf
+from layer_checks import run_tflite
 
-import keras
 from kerasdet.demo import FoundationDemoModel, run_demo, synthetic_image
 from kerasdet.export import convert_builtin_only, tflite_op_names
-from layer_checks import run_tflite
 
 KEYS = [
     ("pooled_max", None),

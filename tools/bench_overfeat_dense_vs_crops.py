@@ -20,11 +20,11 @@ import argparse
 import statistics
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 import kerasdet  # noqa: F401  (TF backend)
-import keras
 from kerasdet.analysis import count_flops, spatial_geometry
 from kerasdet.models import overfeat_classifier
 

@@ -1,6 +1,16 @@
 """In-graph post-processing: confidence thresholding, per-class NMS, greedy merge."""
 
-from kerasdet.postprocess.detections import DETECTION_KEYS, pad_detections
+from kerasdet.postprocess.detections import DETECTION_KEYS, check_scores_finite, pad_detections
+from kerasdet.postprocess.greedy_merge import GreedyMerge, greedy_merge, match_scores
 from kerasdet.postprocess.nms import NonMaxSuppression, non_max_suppression
 
-__all__ = ["DETECTION_KEYS", "NonMaxSuppression", "non_max_suppression", "pad_detections"]
+__all__ = [
+    "DETECTION_KEYS",
+    "GreedyMerge",
+    "NonMaxSuppression",
+    "check_scores_finite",
+    "greedy_merge",
+    "match_scores",
+    "non_max_suppression",
+    "pad_detections",
+]

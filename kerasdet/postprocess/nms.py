@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kerasdet.postprocess.detections import check_scores_finite, pad_detections
@@ -63,7 +64,7 @@ def non_max_suppression(
     >>> boxes = tf.constant([[[0., 0., 10., 10.], [1., 1., 11., 11.], [50., 50., 60., 60.]]])
     >>> scores = tf.constant([[[0.9], [0.8], [0.7]]])
     >>> out = non_max_suppression(boxes, scores, max_detections=5)
-    >>> out["num_detections"].numpy(), out["scores"].numpy()[0, :3]
+    >>> out["num_detections"].numpy(), out["scores"].numpy()[0, :2]
     (array([2], dtype=int32), array([0.9, 0.7], dtype=float32))
     """
     if not 0.0 <= iou_threshold <= 1.0:
@@ -124,23 +125,45 @@ def _select(boxes, scores, classes, nms_classes, iou_threshold, score_threshold,
     classes = tf.gather(classes, order)
     nms_classes = tf.gather(nms_classes, order)
     valid = tf.gather(valid, order)
+    # One never-selected dummy candidate (zero box, rank score 0) is appended so the gathers
+    # below stay valid with zero candidates (N = 0 or C = 0): padding rows of the selection
+    # point at index 0, and are zeroed later.
+    boxes = tf.concat([boxes, tf.zeros([1, 4])], axis=0)
+    scores = tf.concat([scores, tf.zeros([1])], axis=0)
+    classes = tf.concat([classes, tf.zeros([1], classes.dtype)], axis=0)
+    nms_classes = tf.concat([nms_classes, tf.zeros([1], nms_classes.dtype)], axis=0)
+    valid = tf.concat([valid, [False]], axis=0)
     # Per-class NMS in one call: move each class's boxes to a region of its own
     # (torchvision's batched_nms trick). Offsets are multiples of this image's coordinate
     # span, not of absolute coordinates, to keep float32 precision with many classes.
-    padded = tf.concat([boxes, tf.zeros([1, 4])], axis=0)  # defined even when k == 0
-    low, high = tf.reduce_min(padded), tf.reduce_max(padded)
-    offsets = tf.cast(nms_classes, tf.float32) * (high - low + 1.0)
+    low = tf.reduce_min(boxes)
+    span = tf.reduce_max(boxes) - low + 1.0
+    offsets = tf.cast(nms_classes, tf.float32) * span
     shifted = boxes - low + offsets[:, None]
+    # Degenerate boxes (zero area or inverted) overlap nothing (IoU 0, as `pairwise_iou`
+    # defines it). The NMS kernels disagree on them (TF re-orients inverted boxes, TFLite
+    # mishandles zero-area ones), so each gets a unit box of its own beyond every class
+    # region: it can neither suppress nor be suppressed. Outputs use the original boxes.
+    y1, x1, y2, x2 = tf.unstack(boxes, axis=-1)
+    degenerate = (y2 <= y1) | (x2 <= x1)
+    far = tf.reduce_max(shifted) + 2.0 + 2.0 * tf.cast(tf.range(tf.shape(boxes)[0]), tf.float32)
+    unit = tf.stack([far, tf.zeros_like(far), far + 1.0, tf.ones_like(far)], axis=-1)
+    shifted = tf.where(degenerate[:, None], unit, shifted)
     # NMS ranks by these strictly decreasing scores instead of the real ones, so TF's and
     # TFLite's kernels (which break score ties differently) select the same boxes.
     kf = tf.maximum(tf.cast(k, tf.float32), 1.0)
-    rank_scores = tf.where(valid, (kf - tf.cast(tf.range(k), tf.float32)) / kf, 0.0)
-    selected, num_valid = tf.image.non_max_suppression_padded(
-        shifted,
-        rank_scores,
+    rank_scores = tf.where(valid, (kf - tf.cast(tf.range(k + 1), tf.float32)) / kf, 0.0)
+    # NonMaxSuppressionV5 is a TFLite builtin with a native kernel (tf.image's padded NMS
+    # lowers to a while loop instead).
+    selected, _, num_valid = tf.raw_ops.NonMaxSuppressionV5(
+        boxes=shifted,
+        scores=rank_scores,
         max_output_size=max_detections,
-        iou_threshold=iou_threshold,
+        # TF's kernel suppresses IoU > threshold, TFLite's IoU ≥ threshold: one float32
+        # step up makes both "IoU > iou_threshold", the contract.
+        iou_threshold=float(np.nextafter(np.float32(iou_threshold), np.float32(np.inf))),
         score_threshold=0.5 / kf,
+        soft_nms_sigma=0.0,
         pad_to_max_output_size=True,
     )
     return (
