@@ -104,10 +104,20 @@ def synthetic_image(image_size, seed: int = 0) -> np.ndarray:
     return image[None]
 
 
+# Smallest image side the demo accepts: a 4×4 stride-16 grid gives 144 anchors, enough for
+# the 32 proposals, and the synthetic image has room for its boxes.
+_MIN_IMAGE_SIDE = 64
+
+
 def run_demo(image_size=(320, 480), output=None, seed: int = 0) -> int:
     """Runs the demo; prints a report; returns 0 when TFLite agrees with Keras, else 1."""
     from ai_edge_litert.interpreter import Interpreter
 
+    if len(image_size) != 2 or not all(int(v) == v and v >= _MIN_IMAGE_SIDE for v in image_size):
+        raise ValueError(
+            f"image size must be two ints (H W) >= {_MIN_IMAGE_SIDE}, got {tuple(image_size)}"
+        )
+    image_size = tuple(int(v) for v in image_size)
     keras.utils.set_random_seed(seed)
     model = FoundationDemoModel(image_size=image_size)
     image = synthetic_image(image_size, seed)

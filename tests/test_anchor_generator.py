@@ -196,3 +196,14 @@ def test_other_bad_arguments_raise():
         AnchorGenerator(sizes=(16, -1))
     with pytest.raises(ValueError, match=r"image_shape.*0"):
         AnchorGenerator()(image_shape=(0, 32))
+
+
+def test_keras_save_load_in_a_functional_model(tmp_path):
+    # image_shape as a model input of shape [2] (batch_size=2 stands for (H, W)).
+    gen = AnchorGenerator(sizes=(16,), aspect_ratios=(0.5, 1.0, 2.0), stride=16)
+    shape_in = keras.Input(shape=(), batch_size=2, dtype="int32")
+    model = keras.Model(shape_in, gen(image_shape=shape_in))
+    path = str(tmp_path / "anchors.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(restored(tf.constant([32, 48])).numpy(), EXPECTED_32x48, atol=1e-4)

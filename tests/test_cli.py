@@ -23,3 +23,9 @@ def test_bad_argument_is_one_line_without_traceback():
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "invalid int value" in result.stderr
+
+
+def test_too_small_demo_image_is_a_one_line_error(capsys):
+    assert main(["demo", "--image-size", "16", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "image size must be two ints (H W) >= 64, got (16, 16)" in err

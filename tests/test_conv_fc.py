@@ -133,3 +133,8 @@ def test_bad_arguments_raise():
         ConvFC(4, kernel_size=(3, 0))
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
         ConvFC(4)(tf.zeros([2, 5]))
+
+
+def test_compute_output_shape_before_build_with_kernel_size_none():
+    assert ConvFC(4).compute_output_shape((None, 5, 7, 3)) == (None, 1, 1, 4)
+    assert ConvFC(4, kernel_size=3).compute_output_shape((None, 5, 7, 3)) == (None, 3, 5, 4)

@@ -387,3 +387,17 @@ def test_reference_itself_on_literal_case():
     )
     np.testing.assert_allclose(boxes, [[0, 1.5, 10, 11.5], [0, 7, 10, 17]])
     assert merges == 1
+
+
+def test_layer_under_mixed_precision_policy_computes_in_float32():
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        layer = GreedyMerge(max_detections=4, jit_compile=False)
+        out = layer(tf.constant([[[0.0, 0.0, 10.0, 10.0], [0.0, 1.0, 10.0, 11.0]]], tf.float16),
+                    tf.constant([[0.5, 0.25]], tf.float16), tf.constant([[1, 1]]))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert out["boxes"].dtype == tf.float32 and out["num_detections"].numpy().tolist() == [1]
+    np.testing.assert_allclose(out["scores"].numpy()[0, 0], 0.75)

@@ -270,6 +270,10 @@ def test_nms_rejects_bad_arguments():
     boxes, scores = np.zeros([1, 2, 4], np.float32), np.zeros([1, 2, 1], np.float32)
     with pytest.raises(ValueError, match="iou_threshold.*1.5"):
         non_max_suppression(boxes, scores, iou_threshold=1.5)
+    with pytest.raises(ValueError, match=r"iou_threshold.*\[0, 1\).*1.0"):
+        non_max_suppression(boxes, scores, iou_threshold=1.0)
+    with pytest.raises(ValueError, match="max_detections.*0"):
+        NonMaxSuppression(max_detections=0)
     with pytest.raises(ValueError, match="max_detections.*0"):
         non_max_suppression(boxes, scores, max_detections=0)
     with pytest.raises(ValueError, match="max_candidates.*-1"):

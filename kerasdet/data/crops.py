@@ -39,6 +39,7 @@ def window_crops(
     rng,
     crops_per_object: int = 2,
     backgrounds: int = 2,
+    shifted_negatives: int = 0,
     object_fraction=(0.45, 0.95),
     jitter: float = 0.12,
     min_iou: float = 0.5,
@@ -56,6 +57,9 @@ def window_crops(
         rng: `np.random.Generator`.
         crops_per_object: crops per object.
         backgrounds: background crops attempted per image.
+        shifted_negatives: per object, background crops of the object's scale moved off
+            it (IoU < `background_max_overlap` with every object), so the classifier
+            learns that a window grazing an object is not a detection.
         object_fraction: range of (object's longer side) / (window side).
         jitter: window centre shift, as a fraction of the window side.
         min_iou: minimum IoU of the object box with the window for a regression target.
@@ -86,6 +90,18 @@ def window_crops(
             windows.append(win)
             labels.append(int(cls) + 1)
             targets.append(np.append(target, float(cls) if iou[0] >= min_iou else -1.0))
+    for box in boxes:
+        for _ in range(shifted_negatives):
+            side = max(box[2] - box[0], box[3] - box[1]) / rng.uniform(*object_fraction)
+            angle = rng.uniform(0, 2 * np.pi)
+            distance = rng.uniform(0.6, 1.0) * side
+            cy = (box[0] + box[2]) / 2 + distance * np.sin(angle)
+            cx = (box[1] + box[3]) / 2 + distance * np.cos(angle)
+            win = np.array([cy - side / 2, cx - side / 2, cy + side / 2, cx + side / 2], np.float32)
+            if _iou_with_window(boxes, win)[0].max() < background_max_overlap:
+                windows.append(win)
+                labels.append(0)
+                targets.append(np.array([0, 0, 0, 0, -1], np.float32))
     for _ in range(backgrounds):
         for _attempt in range(20):
             side = rng.uniform(window * 0.5, max(window * 0.5, min(height, width)))

@@ -119,8 +119,11 @@ class ConvFC(keras.layers.Layer):
         return self.activation(outputs)
 
     def compute_output_shape(self, input_shape):
-        self._check_window(input_shape)
-        kh, kw = self.kernel_size if self.kernel_size else (input_shape[1], input_shape[2])
+        if self.kernel_size is None:  # not built yet: the window will be the input's size
+            kh, kw = input_shape[1], input_shape[2]
+        else:
+            self._check_window(input_shape)
+            kh, kw = self.kernel_size
         height = None if input_shape[1] is None else input_shape[1] - kh + 1
         width = None if input_shape[2] is None else input_shape[2] - kw + 1
         return (input_shape[0], height, width, self.units)

@@ -355,6 +355,9 @@ class GreedyMerge(keras.layers.Layer):
         jit_compile=True,
         **kwargs,
     ):
+        # Box math stays float32 under a mixed-precision policy (inputs are cast, not
+        # rejected by the float32 check of `greedy_merge`).
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         _check_args(match_threshold, score_threshold, max_detections, max_candidates)
         self.match_threshold = float(match_threshold)

@@ -1,4 +1,4 @@
-"""Per-class non-maximum suppression with `tf.image`, batched, into the detections dict."""
+"""Per-class non-maximum suppression on `tf.image`'s NMS kernel, batched, into the detections dict."""
 
 from __future__ import annotations
 
@@ -35,7 +35,10 @@ def non_max_suppression(
     class_agnostic: bool = False,
     check_finite: bool = True,
 ) -> dict:
-    """Batched per-class NMS (`tf.image`) with confidence thresholding.
+    """Batched per-class NMS with confidence thresholding.
+
+    Runs `NonMaxSuppressionV5`, the kernel behind `tf.image.non_max_suppression_with_scores`
+    and a TFLite builtin, called directly for its padded static-shape output.
 
     Candidates are every (box, class) pair whose score is at least `score_threshold`; at
     most `max_candidates` of the highest-scoring ones per image enter NMS (a static bound,
@@ -48,7 +51,7 @@ def non_max_suppression(
             `[B, N, C, 4]`.
         scores: float `[B, N, C]`, per-class scores (e.g. softmax without background).
         iou_threshold: a box is suppressed by a higher-scoring box of its class whose IoU
-            with it is above this.
+            with it is above this; in [0, 1).
         score_threshold: candidates scoring below it are dropped first.
         max_detections: `D`, the static number of output rows per image.
         max_candidates: static bound on candidates per image entering NMS.
@@ -67,12 +70,7 @@ def non_max_suppression(
     >>> out["num_detections"].numpy(), out["scores"].numpy()[0, :2]
     (array([2], dtype=int32), array([0.9, 0.7], dtype=float32))
     """
-    if not 0.0 <= iou_threshold <= 1.0:
-        raise ValueError(f"`iou_threshold` must be in [0, 1], got {iou_threshold}")
-    if not isinstance(max_detections, int) or max_detections <= 0:
-        raise ValueError(f"`max_detections` must be a positive int, got {max_detections!r}")
-    if not isinstance(max_candidates, int) or max_candidates <= 0:
-        raise ValueError(f"`max_candidates` must be a positive int, got {max_candidates!r}")
+    _check_args(iou_threshold, max_detections, max_candidates)
     boxes = tf.cast(tf.convert_to_tensor(boxes), tf.float32)
     scores = tf.cast(tf.convert_to_tensor(scores), tf.float32)
     if scores.shape.rank != 3:
@@ -110,6 +108,18 @@ def non_max_suppression(
             ),
         )
     return pad_detections(*out, max_detections=max_detections)
+
+
+def _check_args(iou_threshold, max_detections, max_candidates):
+    # 1.0 is excluded: "suppress IoU > 1" never suppresses in TF, while TFLite's kernel
+    # (IoU >= threshold) would still drop exact duplicates, and TF's kernel rejects the
+    # one-ulp-up threshold used below.
+    if not 0.0 <= iou_threshold < 1.0:
+        raise ValueError(f"`iou_threshold` must be in [0, 1), got {iou_threshold}")
+    if isinstance(max_detections, bool) or not isinstance(max_detections, (int, np.integer)) or max_detections <= 0:
+        raise ValueError(f"`max_detections` must be a positive int, got {max_detections!r}")
+    if isinstance(max_candidates, bool) or not isinstance(max_candidates, (int, np.integer)) or max_candidates <= 0:
+        raise ValueError(f"`max_candidates` must be a positive int, got {max_candidates!r}")
 
 
 def _select(boxes, scores, classes, nms_classes, iou_threshold, score_threshold, max_detections, max_candidates):
@@ -197,6 +207,7 @@ class NonMaxSuppression(keras.layers.Layer):
     ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+        _check_args(iou_threshold, max_detections, max_candidates)
         self.iou_threshold = float(iou_threshold)
         self.score_threshold = float(score_threshold)
         self.max_detections = int(max_detections)
