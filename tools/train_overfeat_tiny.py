@@ -62,6 +62,8 @@ def main(argv=None):
     parser.add_argument("--crops-per-object", type=int, default=3)
     parser.add_argument("--backgrounds", type=int, default=3)
     parser.add_argument("--shifted-negatives", type=int, default=1)
+    parser.add_argument("--small-object-negatives", type=int, default=1)
+    parser.add_argument("--localizer-crops-per-object", type=int, default=3)
     parser.add_argument("--scales", type=float, nargs="+", default=[0.6, 0.85, 1.2, 1.7, 2.4, 3.4])
     parser.add_argument("--score-threshold", type=float, default=0.5)
     parser.add_argument("--merge", choices=["greedy", "nms"], default="greedy")
@@ -81,10 +83,11 @@ def main(argv=None):
     crops, labels, _ = crop_dataset(
         train, window=86, window_center=center, seed=args.seed, crops_per_object=args.crops_per_object,
         backgrounds=args.backgrounds, shifted_negatives=args.shifted_negatives,
+        small_object_negatives=args.small_object_negatives,
     )
     loc_crops, _, loc_targets = crop_dataset(
         train, window=86, window_center=center, seed=args.seed + 1, object_fraction=(0.7, 1.0),
-        crops_per_object=1, backgrounds=0,
+        crops_per_object=args.localizer_crops_per_object, backgrounds=0,
     )
     keep = loc_targets[:, 4] >= 0
     loc_crops, loc_targets = loc_crops[keep], loc_targets[keep]

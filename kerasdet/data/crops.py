@@ -40,6 +40,8 @@ def window_crops(
     crops_per_object: int = 2,
     backgrounds: int = 2,
     shifted_negatives: int = 0,
+    small_object_negatives: int = 0,
+    small_fraction=(0.12, 0.28),
     object_fraction=(0.45, 0.95),
     jitter: float = 0.12,
     min_iou: float = 0.5,
@@ -60,6 +62,10 @@ def window_crops(
         shifted_negatives: per object, background crops of the object's scale moved off
             it (IoU < `background_max_overlap` with every object), so the classifier
             learns that a window grazing an object is not a detection.
+        small_object_negatives: per object, background crops centred on it where it spans
+            only `small_fraction` of the window side: at that pyramid scale the object is
+            too small to report (a larger scale will), which keeps each scale's detections
+            to objects of its size.
         object_fraction: range of (object's longer side) / (window side).
         jitter: window centre shift, as a fraction of the window side.
         min_iou: minimum IoU of the object box with the window for a regression target.
@@ -91,6 +97,18 @@ def window_crops(
             labels.append(int(cls) + 1)
             targets.append(np.append(target, float(cls) if iou[0] >= min_iou else -1.0))
     for box in boxes:
+        for _ in range(small_object_negatives):
+            side = max(box[2] - box[0], box[3] - box[1]) / rng.uniform(*small_fraction)
+            cy = (box[0] + box[2]) / 2 + rng.uniform(-jitter, jitter) * side
+            cx = (box[1] + box[3]) / 2 + rng.uniform(-jitter, jitter) * side
+            win = np.array([cy - side / 2, cx - side / 2, cy + side / 2, cx + side / 2], np.float32)
+            # Only when no other object fills this bigger window at a detectable size.
+            sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / side
+            _, covered = _iou_with_window(boxes, win)
+            if not np.any((covered > 0.5) & (sides > small_fraction[1])):
+                windows.append(win)
+                labels.append(0)
+                targets.append(np.array([0, 0, 0, 0, -1], np.float32))
         for _ in range(shifted_negatives):
             side = max(box[2] - box[0], box[3] - box[1]) / rng.uniform(*object_fraction)
             angle = rng.uniform(0, 2 * np.pi)

@@ -155,7 +155,10 @@ def overfeat_detector(
             )
         geometry = spatial_geometry(classifier, size)
         resized = inputs if size == (height, width) else keras.layers.Resizing(*size, name=f"resize_{index}")(inputs)
-        logits, boxes = dense(resized)
+        # Detection is inference: pin training=False so the classifier's dropout stays off
+        # at every scale (Keras does not propagate the call's mode to every reuse of a
+        # nested model reliably).
+        logits, boxes = dense(resized, training=False)
         candidates.append(
             DenseWindowDecoder(
                 scale=(size[0] / height, size[1] / width),

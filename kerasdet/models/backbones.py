@@ -1,0 +1,118 @@
+"""Backbones: shared stride-16 feature extractors for two-stage detectors.
+
+Every backbone takes 0–255 RGB images and owns its normalization (a weight-free
+`ImagePreprocessing` layer with the semantics of the matching
+`keras.applications.*.preprocess_input`), so a saved model takes raw pixels.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from kerasdet.models.overfeat import input_normalization
+
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+@keras.saving.register_keras_serializable(package="kerasdet")
+class ImagePreprocessing(keras.layers.Layer):
+    """`keras.applications` `preprocess_input` as a weight-free layer (0–255 RGB in).
+
+    Args:
+        mode: `"caffe"` (RGB → BGR, minus the ImageNet BGR mean: VGG16, ResNet50),
+            `"tf"` (scaled to [−1, 1]: MobileNetV2) or `"torch"` (scaled to [0, 1], then
+            ImageNet mean / std per channel).
+    """
+
+    MODES = ("caffe", "tf", "torch")
+
+    def __init__(self, mode: str = "caffe", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"`mode` must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
+
+    def call(self, images):
+        x = tf.cast(images, self.compute_dtype)
+        if self.mode == "caffe":
+            x = tf.gather(x, [2, 1, 0], axis=-1)  # RGB → BGR
+            return x - tf.constant(_CAFFE_MEAN_BGR, x.dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        return (x / 255.0 - tf.constant(_TORCH_MEAN, x.dtype)) / tf.constant(_TORCH_STD, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config["mode"] = self.mode
+        return config
+
+
+# name → (keras.applications constructor name, feature layer, preprocessing mode)
+_APPLICATIONS = {
+    "vgg16": ("VGG16", "block5_conv3", "caffe"),
+    "resnet50": ("ResNet50", "conv4_block6_out", "caffe"),
+    "mobilenetv2": ("MobileNetV2", "block_13_expand_relu", "tf"),
+}
+BACKBONES = tuple(sorted([*_APPLICATIONS, "tiny"]))
+
+_OFFLINE_MESSAGE = (
+    "Could not download the ImageNet weights of backbone {name!r}: ImageNet weights need "
+    "network access (or a populated ~/.keras/models cache); `weights=None` works offline. "
+    "({error})"
+)
+
+
+def _tiny(inputs, filters=(16, 32, 64, 96)):
+    """Four stages of (3×3 stride-2 conv, 3×3 conv), ReLU: stride 16, fast on CPU."""
+    x = input_normalization()(inputs)
+    for stage, width in enumerate(filters, start=1):
+        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu", name=f"stage{stage}_down")(x)
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"stage{stage}_conv")(x)
+    return x
+
+
+def build_backbone(name: str, *, input_shape=(None, None, 3), weights=None) -> keras.Model:
+    """A functional model: images `[B, H, W, 3]` (0–255 RGB) → a stride-16 feature map.
+
+    Args:
+        name: `"vgg16"` (conv5_3), `"resnet50"` (end of conv4), `"mobilenetv2"`
+            (`block_13_expand_relu`) or `"tiny"` (four plain conv stages, 16→32→64→96
+            channels, for fast CPU tests).
+        input_shape: `(H, W, 3)`; `None` sizes accept any image.
+        weights: `None` (random init) or `"imagenet"` (downloaded by `keras.applications`;
+            needs network access). Not supported for `"tiny"`.
+
+    Returns:
+        `keras.Model` `[B, H, W, 3]` → `[B, ceil(H/16), ceil(W/16), C]` (`"same"` padding;
+        VGG/ResNet/MobileNet pad like their own definitions); `C = model.output.shape[-1]`.
+    """
+    if not isinstance(name, str) or name.lower() not in BACKBONES:
+        raise ValueError(f"Unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}")
+    name = name.lower()
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    if name == "tiny":
+        if weights is not None:
+            raise ValueError(f"The 'tiny' backbone has no pretrained weights, got weights={weights!r}")
+        return keras.Model(inputs, _tiny(inputs), name="tiny_backbone")
+
+    constructor, layer_name, mode = _APPLICATIONS[name]
+    try:
+        application = getattr(keras.applications, constructor)(
+            include_top=False, weights=weights, input_shape=tuple(input_shape)
+        )
+    except (ValueError, TypeError):
+        raise
+    except Exception as error:  # keras.utils.get_file raises a bare Exception offline
+        if weights is None:
+            raise
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RuntimeError(_OFFLINE_MESSAGE.format(name=name, error=first_line)) from None
+    features = keras.Model(application.input, application.get_layer(layer_name).output, name=f"{name}_features")
+    x = ImagePreprocessing(mode, name="preprocess")(inputs)
+    return keras.Model(inputs, features(x), name=f"{name}_backbone")

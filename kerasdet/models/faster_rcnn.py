@@ -1,0 +1,375 @@
+"""Faster R-CNN (Ren et al. 2015): backbone → RPN → proposals → RoI pooling → Fast R-CNN head.
+
+`FasterRCNN` is a functional `keras.Model` (the keras-hub task pattern): calling it, or
+`predict`, runs the whole detector including per-class NMS and returns the padded
+detections dict. `fit` runs a custom `train_step` (approximate joint training: one forward
+pass per step, proposals treated as constants, RPN and Fast R-CNN losses summed).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasdet.boxes import BoxCoder, clip_boxes
+from kerasdet.layers import AnchorGenerator, ConvFC, RoIPool, RPNHead
+from kerasdet.models.backbones import build_backbone
+from kerasdet.models.proposals import ProposalLayer
+from kerasdet.postprocess.nms import NonMaxSuppression
+from kerasdet.training import rcnn_losses, rcnn_targets, rpn_losses, rpn_targets
+from kerasdet.training.targets import RCNN_BOX_WEIGHTS
+
+LOSS_NAMES = ("loss", "rpn_objectness", "rpn_box", "rcnn_class", "rcnn_box")
+
+
+def default_anchor_sizes(image_size) -> tuple[float, ...]:
+    """The paper's `(128, 256, 512)` for images of at least 512 px (shorter side `s`);
+    `(s/8, s/4, s/2)` below that, e.g. `(16, 32, 64)` for 128×128 images."""
+    s = min(image_size)
+    if s >= 512:
+        return (128.0, 256.0, 512.0)
+    return (s / 8.0, s / 4.0, s / 2.0)
+
+
+@keras.saving.register_keras_serializable(package="kerasdet")
+class FeatureAnchors(keras.layers.Layer):
+    """Anchors `[A, 4]` for a feature map of an image of static `image_size` (a layer so
+    that anchors are a node of the functional graph)."""
+
+    def __init__(self, anchor_generator, image_size, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.anchor_generator = anchor_generator
+        self.image_size = tuple(int(v) for v in image_size)
+
+    def call(self, features):
+        shape = features.shape[1:3]
+        if shape[0] is None or shape[1] is None:
+            shape = tf.shape(features)[1:3]
+        return self.anchor_generator(image_shape=self.image_size, feature_shapes=[tuple(shape)])
+
+    def compute_output_spec(self, features):
+        h, w = features.shape[1:3]
+        k = self.anchor_generator.anchors_per_location[0]
+        return keras.KerasTensor((None if h is None or w is None else h * w * k, 4), dtype="float32")
+
+
+@keras.saving.register_keras_serializable(package="kerasdet")
+class RoIHead(keras.layers.Layer):
+    """Fast R-CNN head on pooled RoIs: ConvFC layers (first kernel = pool size, then 1×1)
+    with ReLU, then class logits (`C + 1`, column 0 background) and class-specific deltas.
+
+    Call arguments:
+        pooled: `[B, N, ph, pw, D]`.
+
+    Returns:
+        `(class_logits [B, N, C + 1], box_deltas [B, N, C, 4])`.
+    """
+
+    def __init__(self, num_classes, head_units=(1024, 1024), pool_size=7, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.head_units = tuple(int(u) for u in head_units)
+        self.pool_size = (pool_size, pool_size) if isinstance(pool_size, int) else tuple(pool_size)
+        self.fcs = [
+            ConvFC(units, kernel_size=self.pool_size if i == 0 else 1, activation="relu", name=f"fc{i + 1}")
+            for i, units in enumerate(self.head_units)
+        ]
+        self.cls = ConvFC(
+            self.num_classes + 1, kernel_size=1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            name="class_logits",
+        )
+        self.box = ConvFC(
+            4 * self.num_classes, kernel_size=1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+            name="box_deltas",
+        )
+
+    def build(self, input_shape):
+        shape = (None, *self.pool_size, input_shape[-1])
+        for fc in self.fcs:
+            fc.build(shape)
+            shape = (None, 1, 1, fc.units)
+        if not self.fcs:
+            raise ValueError("`head_units` must have at least one entry")
+        self.cls.build(shape)
+        self.box.build(shape)
+
+    def call(self, pooled):
+        batch, num = tf.shape(pooled)[0], tf.shape(pooled)[1]
+        x = tf.reshape(pooled, tf.concat([[-1], tf.shape(pooled)[2:]], axis=0))
+        for fc in self.fcs:
+            x = fc(x)
+        logits = tf.reshape(self.cls(x), [batch, num, self.num_classes + 1])
+        deltas = tf.reshape(self.box(x), [batch, num, self.num_classes, 4])
+        return logits, deltas
+
+    def compute_output_spec(self, pooled):
+        b, n = pooled.shape[:2]
+        return (
+            keras.KerasTensor((b, n, self.num_classes + 1), dtype=self.compute_dtype),
+            keras.KerasTensor((b, n, self.num_classes, 4), dtype=self.compute_dtype),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes, "head_units": list(self.head_units), "pool_size": self.pool_size})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kerasdet")
+class DecodeDetections(keras.layers.Layer):
+    """Softmax scores without background and class-specific boxes decoded on the proposals
+    (`BoxCoder` weights `(10, 10, 5, 5)`) and clipped to the image; padding proposals score 0.
+
+    Returns:
+        `(boxes [B, N, C, 4], scores [B, N, C])`, float32.
+    """
+
+    def __init__(self, image_size, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.image_size = tuple(int(v) for v in image_size)
+        self.coder = BoxCoder(weights=RCNN_BOX_WEIGHTS)
+
+    def call(self, class_logits, box_deltas, proposals, valid):
+        probs = tf.nn.softmax(tf.cast(class_logits, tf.float32), axis=-1)[..., 1:]
+        scores = tf.where(valid[..., None], probs, 0.0)
+        boxes = self.coder.decode(box_deltas, tf.cast(proposals, tf.float32)[:, :, None, :])
+        return clip_boxes(boxes, self.image_size), scores
+
+    def compute_output_spec(self, class_logits, box_deltas, proposals, valid):
+        b, n, c = box_deltas.shape[:3]
+        return keras.KerasTensor((b, n, c, 4), dtype="float32"), keras.KerasTensor((b, n, c), dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config["image_size"] = self.image_size
+        return config
+
+
+def _serialize(obj):
+    return obj if obj is None or isinstance(obj, str) else keras.saving.serialize_keras_object(obj)
+
+
+def _deserialize(obj):
+    return obj if obj is None or isinstance(obj, str) else keras.saving.deserialize_keras_object(obj)
+
+
+@keras.saving.register_keras_serializable(package="kerasdet")
+class FasterRCNN(keras.Model):
+    """Faster R-CNN detector, trainable with `compile` + `fit`, NMS in the graph.
+
+    Args:
+        num_classes: foreground classes `C` (background is internal).
+        backbone: a name for `build_backbone` (default `"tiny"`) or a `keras.Model`
+            images (0–255 RGB) → stride-16 features.
+        image_size: static `(H, W)` of the input images.
+        anchor_generator: default `AnchorGenerator(default_anchor_sizes(image_size),
+            aspect ratios (0.5, 1, 2), stride 16)`.
+        rpn_head: default `RPNHead(k, channels=min(512, backbone channels))`.
+        proposal_layer: default `ProposalLayer()` (paper sizes: 12000/2000 train,
+            6000/300 test).
+        roi_pool: default `RoIPool(7, 1/16)`.
+        head_units: widths of the Fast R-CNN FC layers (run as `ConvFC`).
+        score_threshold, nms_iou, max_detections: per-class NMS of the detections.
+        rpn_batch_size, rpn_positive_fraction: RPN anchor sampling (256, 0.5).
+        rcnn_batch_size, rcnn_positive_fraction: RoI sampling (512, 0.25; gt boxes added).
+        seed: base seed of the (stateless) samplers; step `t` uses `(seed, 2t)` for the RPN
+            and `(seed, 2t + 1)` for the RoIs, `t` = the optimizer's iteration counter.
+
+    Calling the model returns `{"boxes" [B, D, 4], "scores" [B, D], "classes" [B, D] int32,
+    "num_detections" [B] int32}` with `D = max_detections`. `fit` expects
+    `(images, {"boxes": [B, M, 4], "classes": [B, M]})` and logs `loss`, `rpn_objectness`,
+    `rpn_box`, `rcnn_class`, `rcnn_box`. The backbone runs in inference mode during training
+    (frozen batch-norm statistics, as in standard Faster R-CNN training).
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        *,
+        backbone="tiny",
+        image_size=(512, 512),
+        anchor_generator=None,
+        rpn_head=None,
+        proposal_layer=None,
+        roi_pool=None,
+        head_units=(1024, 1024),
+        score_threshold=0.05,
+        nms_iou=0.5,
+        max_detections=100,
+        rpn_batch_size=256,
+        rpn_positive_fraction=0.5,
+        rcnn_batch_size=512,
+        rcnn_positive_fraction=0.25,
+        seed=0,
+        **kwargs,
+    ):
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes <= 0:
+            raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}")
+        image_size = tuple(int(v) for v in image_size)
+        if len(image_size) != 2 or min(image_size) <= 0:
+            raise ValueError(f"`image_size` must be a positive (height, width), got {image_size!r}")
+        backbone_name = backbone if isinstance(backbone, str) else None
+        if isinstance(backbone, str):
+            backbone = build_backbone(backbone, input_shape=(*image_size, 3))
+        channels = backbone.output.shape[-1]
+        anchor_generator = anchor_generator or AnchorGenerator(sizes=default_anchor_sizes(image_size))
+        if anchor_generator.num_levels != 1:
+            raise ValueError("FasterRCNN uses one feature level; `anchor_generator` must have one stride")
+        num_anchors = anchor_generator.anchors_per_location[0]
+        rpn_head = rpn_head or RPNHead(num_anchors=num_anchors, channels=int(min(512, channels)), name="rpn_head")
+        if rpn_head.num_anchors != num_anchors:
+            raise ValueError(f"`rpn_head.num_anchors` = {rpn_head.num_anchors} but the anchor generator has {num_anchors}")
+        proposal_layer = proposal_layer or ProposalLayer(name="proposals")
+        roi_pool = roi_pool or RoIPool(7, 1.0 / 16, name="roi_pool")
+
+        # === Layers ===
+        self.backbone = backbone
+        self.anchor_generator = anchor_generator
+        self.anchors = FeatureAnchors(anchor_generator, image_size, name="anchors")
+        self.rpn_head = rpn_head
+        self.proposal_layer = proposal_layer
+        self.roi_pool = roi_pool
+        self.roi_head = RoIHead(num_classes, head_units, roi_pool.pool_size, name="roi_head")
+        self.decode = DecodeDetections(image_size, name="decode")
+        self.nms = NonMaxSuppression(
+            iou_threshold=nms_iou, score_threshold=score_threshold, max_detections=max_detections, name="nms"
+        )
+
+        # === Functional model (inference graph, post-processing included) ===
+        images = keras.Input(shape=(*image_size, 3), name="images")
+        features = self.backbone(images)
+        rpn = self.rpn_head(features)
+        anchors = self.anchors(features)
+        proposals = self.proposal_layer(rpn["objectness_logits"], rpn["box_deltas"], anchors, image_shape=image_size)
+        pooled = self.roi_pool(features, proposals["boxes"])
+        class_logits, box_deltas = self.roi_head(pooled)
+        boxes, scores = self.decode(class_logits, box_deltas, proposals["boxes"], proposals["valid"])
+        detections = self.nms(boxes, scores)
+        super().__init__(inputs=images, outputs=detections, **kwargs)
+
+        # === Config ===
+        self.num_classes = int(num_classes)
+        self.backbone_name = backbone_name
+        self.image_size = image_size
+        self.head_units = tuple(int(u) for u in head_units)
+        self.score_threshold = float(score_threshold)
+        self.nms_iou = float(nms_iou)
+        self.max_detections = int(max_detections)
+        self.rpn_batch_size = int(rpn_batch_size)
+        self.rpn_positive_fraction = float(rpn_positive_fraction)
+        self.rcnn_batch_size = int(rcnn_batch_size)
+        self.rcnn_positive_fraction = float(rcnn_positive_fraction)
+        self.seed = int(seed)
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
+
+    # --- training -----------------------------------------------------------------------
+
+    @property
+    def metrics(self):
+        return list(self.loss_trackers.values())
+
+    def _step_seeds(self):
+        optimizer = getattr(self, "optimizer", None)
+        step = tf.cast(optimizer.iterations if optimizer is not None else 0, tf.int32)
+        base = tf.constant(self.seed, tf.int32)
+        return tf.stack([base, 2 * step]), tf.stack([base, 2 * step + 1])
+
+    def compute_losses(self, images, ground_truth, training=True):
+        """One forward pass of both stages on `images` with `ground_truth`; returns the dict
+        of scalar losses (`loss` = their sum, plus any regularization losses)."""
+        images = tf.cast(images, self.compute_dtype)
+        gt_boxes = tf.cast(ground_truth["boxes"], tf.float32)
+        gt_classes = tf.cast(ground_truth["classes"], tf.int32)
+        rpn_seed, rcnn_seed = self._step_seeds()
+
+        # The backbone runs in inference mode (frozen batch-norm statistics).
+        features = self.backbone(images, training=False)
+        rpn = self.rpn_head(features, training=training)
+        anchors = self.anchors(features)
+        targets = rpn_targets(
+            anchors, gt_boxes, gt_classes, self.image_size,
+            num_samples=self.rpn_batch_size, positive_fraction=self.rpn_positive_fraction,
+            ignore_cross_boundary=True, seed=rpn_seed,
+        )
+        rpn_objectness, rpn_box = rpn_losses(targets, rpn["objectness_logits"], rpn["box_deltas"])
+
+        proposals = self.proposal_layer(
+            rpn["objectness_logits"], rpn["box_deltas"], anchors, image_shape=self.image_size, training=True
+        )
+        rois = rcnn_targets(
+            proposals["boxes"], gt_boxes, gt_classes,
+            num_samples=self.rcnn_batch_size, positive_fraction=self.rcnn_positive_fraction,
+            add_gt_boxes=True, seed=rcnn_seed,
+        )
+        pooled = self.roi_pool(features, rois["rois"])
+        class_logits, box_deltas = self.roi_head(pooled, training=training)
+        rcnn_class, rcnn_box = rcnn_losses(
+            rois["class_targets"], rois["box_targets"], rois["box_weights"], rois["valid"],
+            class_logits, box_deltas,
+        )
+        losses = {
+            "rpn_objectness": rpn_objectness,
+            "rpn_box": rpn_box,
+            "rcnn_class": rcnn_class,
+            "rcnn_box": rcnn_box,
+        }
+        total = tf.add_n(list(losses.values()))
+        if self.losses:
+            total = total + tf.add_n([tf.cast(extra, tf.float32) for extra in self.losses])
+        losses["loss"] = total
+        return losses
+
+    def _update_trackers(self, losses):
+        for name, tracker in self.loss_trackers.items():
+            tracker.update_state(losses[name])
+        return {name: tracker.result() for name, tracker in self.loss_trackers.items()}
+
+    def train_step(self, data):
+        images, ground_truth, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(images, ground_truth, training=True)
+            scaled = self.optimizer.scale_loss(losses["loss"])
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply(gradients, variables)
+        return self._update_trackers(losses)
+
+    def test_step(self, data):
+        images, ground_truth, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self._update_trackers(self.compute_losses(images, ground_truth, training=False))
+
+    # --- serialization --------------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "num_classes": self.num_classes,
+            "backbone": self.backbone_name or _serialize(self.backbone),
+            "image_size": list(self.image_size),
+            "anchor_generator": _serialize(self.anchor_generator),
+            "rpn_head": _serialize(self.rpn_head),
+            "proposal_layer": _serialize(self.proposal_layer),
+            "roi_pool": _serialize(self.roi_pool),
+            "head_units": list(self.head_units),
+            "score_threshold": self.score_threshold,
+            "nms_iou": self.nms_iou,
+            "max_detections": self.max_detections,
+            "rpn_batch_size": self.rpn_batch_size,
+            "rpn_positive_fraction": self.rpn_positive_fraction,
+            "rcnn_batch_size": self.rcnn_batch_size,
+            "rcnn_positive_fraction": self.rcnn_positive_fraction,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("backbone", "anchor_generator", "rpn_head", "proposal_layer", "roi_pool"):
+            if key in config:
+                config[key] = _deserialize(config[key])
+        return cls(**config)

@@ -1,0 +1,156 @@
+"""OverFeat localization and detection: targets, loss, decoding, the detector model."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from kerasdet.analysis import spatial_geometry
+from kerasdet.data.crops import window_crops
+from kerasdet.models import overfeat_classifier
+from kerasdet.models.overfeat_detector import DenseWindowDecoder, overfeat_detector
+from kerasdet.models.overfeat_localizer import (
+    LocalizationLoss,
+    decode_window_boxes,
+    encode_window_boxes,
+    feature_layers,
+    overfeat_localizer,
+)
+from kerasdet.training.overfeat import _flip_crops, fit_localizer
+
+
+def test_window_box_encoding_round_trip_and_literal():
+    boxes = tf.constant([[10.0, 20.0, 60.0, 90.0]])
+    targets = encode_window_boxes(boxes, [[41.0, 41.0]], 86)
+    np.testing.assert_allclose(targets.numpy(), [[(10 - 41) / 86, (20 - 41) / 86, (60 - 41) / 86, (90 - 41) / 86]], rtol=1e-6)
+    np.testing.assert_allclose(decode_window_boxes(targets, [[41.0, 41.0]], 86).numpy(), boxes.numpy(), atol=1e-4)
+
+
+def test_localization_loss_ignores_windows_below_iou_half():
+    loss = LocalizationLoss()
+    y_true = np.array([[0.1, 0.2, 0.3, 0.4, 1], [0, 0, 0, 0, -1]], np.float32)
+    pred = np.zeros([2, 1, 1, 8], np.float32)
+    pred[0, 0, 0, 4:8] = [0.1, 0.2, 0.3, 0.5]  # class 1, error 0.1 on one coordinate
+    base = float(loss(y_true, pred))
+    np.testing.assert_allclose(base, 0.01, rtol=1e-5)  # mean over the one included window
+    pred[1] = 100.0  # an excluded window's prediction does not matter
+    assert float(loss(y_true, pred)) == pytest.approx(base)
+    pred[0, 0, 0, 0:4] = 100.0  # nor another class's outputs of an included window
+    assert float(loss(y_true, pred)) == pytest.approx(base)
+
+
+def test_localization_loss_without_included_windows_is_zero_and_finite():
+    y_true = np.array([[0, 0, 0, 0, -1]], np.float32)
+    assert float(LocalizationLoss()(y_true, np.ones([1, 8], np.float32))) == 0.0
+
+
+def test_crop_targets_decode_to_the_object_and_low_iou_is_excluded():
+    rng = np.random.default_rng(0)
+    image = np.zeros([200, 200, 3], np.uint8)
+    boxes = np.array([[50, 60, 110, 100]], np.float32)
+    crops, labels, targets = window_crops(
+        image, boxes, [2], window=86, window_center=(41.0, 41.0), rng=rng,
+        crops_per_object=40, backgrounds=0, object_fraction=(0.3, 1.0),
+    )
+    assert (labels == 3).all()
+    included = targets[:, 4] >= 0
+    assert 0 < included.sum() < len(targets)  # some windows are below IoU 0.5
+    assert (targets[included, 4] == 2).all()
+    # A target decodes to a box of the object's size (scaled into the crop).
+    decoded = targets[:, :4] * 86 + np.array([41, 41, 41, 41])
+    heights = decoded[:, 2] - decoded[:, 0]
+    widths = decoded[:, 3] - decoded[:, 1]
+    np.testing.assert_allclose(heights / widths, 60 / 40, rtol=1e-4)
+
+
+def test_flipping_a_crop_mirrors_its_targets():
+    # A filled box in an 86×86 crop, window centre x = 41 (not the crop centre).
+    crop = np.zeros([1, 86, 86, 3], np.float32)
+    crop[0, 20:50, 10:30] = 255.0
+    center = 41.0
+    target = np.array([[(20 - center) / 86, (10 - center) / 86, (50 - center) / 86, (30 - center) / 86, 0]], np.float32)
+    tf.random.set_seed(0)
+    for _ in range(10):  # the flip is random per crop
+        flipped, mirrored = _flip_crops(tf.constant(crop), tf.constant(target), True, (86 - 2 * center) / 86)
+        cols = np.where(flipped.numpy()[0, 30].max(-1) > 0)[0]
+        box = mirrored.numpy()[0, :4] * 86 + center
+        np.testing.assert_allclose([box[1], box[3]], [cols.min(), cols.max() + 1], atol=1e-4)
+
+
+def test_dense_window_decoder_geometry():
+    # Location (i, j) looks at the window centred at first_center + stride·(i, j); with a
+    # regressor output of ±0.5 the decoded box is exactly that window, divided by scale.
+    logits = np.zeros([1, 2, 3, 3], np.float32)
+    logits[..., 2] = 5.0  # class 1 wins everywhere
+    boxes = np.tile(np.array([0, 0, 0, 0, -0.5, -0.5, 0.5, 0.5], np.float32), [1, 2, 3, 1])
+    decoder = DenseWindowDecoder(scale=2.0, stride=24, first_center=(41, 41), window=86, image_size=(500, 500))
+    out_boxes, scores, classes = decoder(logits, boxes)
+    assert out_boxes.shape == (1, 6, 4)
+    assert (classes.numpy() == 1).all()
+    np.testing.assert_allclose(scores.numpy(), np.exp(5) / (np.exp(5) + 2), rtol=1e-5)
+    i, j = 1, 2  # flattened index 5
+    cy, cx = 41 + 24 * i, 41 + 24 * j
+    np.testing.assert_allclose(out_boxes.numpy()[0, 5], np.array([cy - 43, cx - 43, cy + 43, cx + 43]) / 2.0, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_parts():
+    keras.utils.set_random_seed(0)
+    classifier = overfeat_classifier("tiny", num_classes=4)
+    localizer = overfeat_localizer(classifier, "tiny", num_classes=3)
+    return classifier, localizer
+
+
+@pytest.mark.parametrize("merge", ["greedy", "nms"])
+def test_detector_outputs_padded_static_dict(tiny_parts, merge):
+    classifier, localizer = tiny_parts
+    detector = overfeat_detector(
+        classifier, localizer, "tiny", image_size=(128, 160), scales=(1.0, 1.5), merge=merge,
+        score_threshold=0.2, max_detections=10,
+    )
+    images = np.random.default_rng(0).uniform(0, 255, [2, 128, 160, 3]).astype("float32")
+    out = detector(images)
+    assert out["boxes"].shape == (2, 10, 4) and out["scores"].shape == (2, 10)
+    assert out["classes"].dtype == tf.int32 and out["num_detections"].shape == (2,)
+    boxes = out["boxes"].numpy()
+    assert (boxes >= 0).all() and (boxes[..., 2] <= 128).all() and (boxes[..., 3] <= 160).all()
+    for b in range(2):  # rows past num_detections are zeros
+        n = int(out["num_detections"][b])
+        assert (boxes[b, n:] == 0).all()
+
+
+def test_detector_keras_save_load(tiny_parts, tmp_path):
+    classifier, localizer = tiny_parts
+    detector = overfeat_detector(classifier, localizer, "tiny", image_size=(96, 96), scales=(1.0, 1.3), score_threshold=0.2)
+    images = np.random.default_rng(1).uniform(0, 255, [1, 96, 96, 3]).astype("float32")
+    expected = detector(images)
+    detector.save(tmp_path / "detector.keras")
+    restored = keras.saving.load_model(tmp_path / "detector.keras")
+    got = restored(images)
+    for key in expected:
+        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(expected[key]), atol=1e-4)
+
+
+def test_detector_rejects_scales_smaller_than_the_window(tiny_parts):
+    classifier, localizer = tiny_parts
+    with pytest.raises(ValueError, match="smaller than the 86×86 window"):
+        overfeat_detector(classifier, localizer, "tiny", image_size=(100, 100), scales=(0.5,))
+    with pytest.raises(ValueError, match="'soft'"):
+        overfeat_detector(classifier, localizer, "tiny", image_size=(100, 100), merge="soft")
+
+
+def test_fit_localizer_keeps_layers_1_to_5_and_classifier_fixed():
+    keras.utils.set_random_seed(2)
+    classifier = overfeat_classifier("tiny", num_classes=3)
+    localizer = overfeat_localizer(classifier, "tiny", num_classes=2)
+    before = [w.copy() for w in classifier.get_weights()]
+    reg_before = localizer.get_layer("reg_boxes").get_weights()[0].copy()
+    rng = np.random.default_rng(2)
+    crops = rng.uniform(0, 255, [16, 86, 86, 3]).astype("float32")
+    targets = np.concatenate([rng.normal(0, 0.2, [16, 4]), rng.integers(-1, 2, [16, 1])], 1).astype("float32")
+    center = spatial_geometry(classifier, (86, 86)).first_center
+    fit_localizer(localizer, crops, targets, window_center_x=center[1], epochs=1, batch_size=8, verbose=0)
+    for w0, w1 in zip(before, classifier.get_weights()):
+        np.testing.assert_array_equal(w0, w1)
+    assert not np.allclose(reg_before, localizer.get_layer("reg_boxes").get_weights()[0])
+    assert all(not layer.trainable for layer in feature_layers(localizer))
