@@ -32,5 +32,5 @@ def test_readme_python_examples_run(capsys):
         exec(compile(block, "README.md", "exec"), {})
     printed = capsys.readouterr().out
     # The shapes the README promises in its comments.
-    for shape in ["(21546, 4)", "(1, 2, 7, 7, 512)", "(1, 3, 6, 256)"]:
+    for shape in ["(21546, 4)", "(1, 2, 7, 7, 512)", "(1, 3, 6, 256)", "144656488", "(7, 10) (36, 36)"]:
         assert shape in printed, (shape, printed)

@@ -6,6 +6,12 @@ import keras
 import tensorflow as tf
 
 
+def _check_pool_size(pool_size) -> int:
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        raise ValueError(f"`pool_size` must be a positive int, got {pool_size!r}")
+    return pool_size
+
+
 @keras.saving.register_keras_serializable(package="kerasdet")
 class OffsetMaxPool(keras.layers.Layer):
     """Non-overlapping `k×k` max pooling applied at each offset `(Δy, Δx) ∈ {0..k−1}²`.
@@ -36,9 +42,7 @@ class OffsetMaxPool(keras.layers.Layer):
 
     def __init__(self, pool_size: int = 3, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(pool_size, int) or pool_size < 1:
-            raise ValueError(f"`pool_size` must be a positive int, got {pool_size!r}")
-        self.pool_size = pool_size
+        self.pool_size = _check_pool_size(pool_size)
 
     def call(self, inputs):
         k = self.pool_size
@@ -84,9 +88,7 @@ class InterleaveOffsets(keras.layers.Layer):
 
     def __init__(self, pool_size: int = 3, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(pool_size, int) or pool_size < 1:
-            raise ValueError(f"`pool_size` must be a positive int, got {pool_size!r}")
-        self.pool_size = pool_size
+        self.pool_size = _check_pool_size(pool_size)
 
     def call(self, inputs):
         k = self.pool_size

@@ -1,0 +1,111 @@
+"""Recipe + benchmark: Faster R-CNN with the small CPU backbone on `kerasdet_shapes`,
+trained with `model.fit` under a wall-clock budget, COCO AP50 on the validation split.
+
+    python tools/train_faster_rcnn_tiny.py --minutes 10
+
+The Faster R-CNN issue's goal is AP50 ≥ 0.90 on the validation split within 10 minutes of
+training on this 2-core CPU. The script prints the AP50 curve (per epoch, on a validation
+subset) and the final COCO table on the whole validation split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import kerasdet  # noqa: F401  (TF backend)
+import keras
+from kerasdet.data.shapes import CLASS_NAMES, make_example
+from kerasdet.metrics import COCOEvaluator
+from kerasdet.models import FasterRCNN, ProposalLayer
+
+
+def arrays(split, count, max_boxes=8):
+    examples = [make_example(split, i) for i in range(count)]
+    images = np.stack([e["image"] for e in examples]).astype("float32")
+    boxes = np.zeros([count, max_boxes, 4], np.float32)
+    classes = -np.ones([count, max_boxes], np.int32)
+    for i, e in enumerate(examples):
+        boxes[i, : len(e["boxes"])] = e["boxes"]
+        classes[i, : len(e["classes"])] = e["classes"]
+    return images, {"boxes": boxes, "classes": classes}
+
+
+def evaluate(model, images, gt, batch_size=16):
+    evaluator = COCOEvaluator(class_names=CLASS_NAMES)
+    for k in range(0, len(images), batch_size):
+        detections = model.predict_on_batch(images[k : k + batch_size])
+        evaluator.update({key: v[k : k + batch_size] for key, v in gt.items()}, detections)
+    return evaluator.result(), evaluator.summary
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once `seconds` of training time have passed (checked every batch)."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+        self.elapsed = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.elapsed += time.perf_counter() - self._start
+        if self.elapsed >= self.seconds:
+            self.model.stop_training = True
+
+
+class CurveCallback(keras.callbacks.Callback):
+    def __init__(self, images, gt, budget):
+        super().__init__()
+        self.images, self.gt, self.budget = images, gt, budget
+        self.curve = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics, _ = evaluate(self.model, self.images, self.gt)
+        self.curve.append((round(self.budget.elapsed / 60, 2), round(metrics["AP50"], 3)))
+        print(f"  epoch {epoch + 1}: training {self.budget.elapsed / 60:.1f} min, val-subset AP50 {metrics['AP50']:.3f}", flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--train-images", type=int, default=2000)
+    parser.add_argument("--val-images", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    keras.utils.set_random_seed(args.seed)
+    train_images, train_gt = arrays("train", args.train_images)
+    val_images, val_gt = arrays("validation", args.val_images)
+    model = FasterRCNN(
+        len(CLASS_NAMES), backbone="tiny", image_size=(256, 256), head_units=(256, 256),
+        rpn_batch_size=256, rcnn_batch_size=128,
+        proposal_layer=ProposalLayer(pre_nms_top_k_train=2000, post_nms_top_k_train=256,
+                                     pre_nms_top_k_test=1000, post_nms_top_k_test=100),
+        seed=args.seed,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate, clipnorm=10.0))
+    ds = (tf.data.Dataset.from_tensor_slices((train_images, train_gt))
+          .shuffle(len(train_images), seed=args.seed).batch(args.batch_size, drop_remainder=True)
+          .prefetch(tf.data.AUTOTUNE))
+    budget = TimeBudget(args.minutes * 60)
+    curve = CurveCallback(val_images[:100], {k: v[:100] for k, v in val_gt.items()}, budget)
+    history = model.fit(ds, epochs=args.epochs, callbacks=[budget, curve], verbose=2)
+    metrics, summary = evaluate(model, val_images, val_gt)
+    print(summary)
+    print(f"AP50 curve (training minutes, AP50 on 100 val images): {curve.curve}")
+    print(f"final: {len(history.history['loss'])} epochs, {budget.elapsed / 60:.1f} min of training; "
+          f"validation ({args.val_images} images) AP50 = {metrics['AP50']:.3f}, AP = {metrics['AP']:.3f}, "
+          f"AP75 = {metrics['AP75']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
