@@ -1,0 +1,110 @@
+"""Benchmark: OverFeat detector latency per image, split by pyramid scale and by merge.
+
+Times, on one image, each scale's dense pass (resize + classifier + regressor as one
+graph) and the post-processing of all scales' candidates with greedy merge (XLA and
+plain graph) and with NMS, then the whole detector model end to end.
+
+    python tools/bench_overfeat_detector_latency.py --arch tiny --size 256 256
+    python tools/bench_overfeat_detector_latency.py --arch accurate --size 461 569 \
+        --scales 0.532 0.6 0.683 0.8 0.921 1.0
+
+Weights are random unless `--weights DIR` (from tools/train_overfeat_tiny.py --output)
+is given; the dense passes do not depend on them, the merge cost does (through the number
+of candidates above `--score-threshold`, reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import kerasdet  # noqa: F401  (TF backend)
+import keras
+from kerasdet.models import overfeat_classifier
+from kerasdet.models.overfeat_detector import overfeat_detector
+from kerasdet.postprocess import greedy_merge, non_max_suppression
+
+
+def median_ms(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="tiny")
+    parser.add_argument("--size", type=int, nargs=2, default=[256, 256])
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.6, 0.85, 1.2, 1.7, 2.4, 3.4])
+    parser.add_argument("--num-classes", type=int, default=5)
+    parser.add_argument("--score-threshold", type=float, default=0.3)
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+
+    from kerasdet.models.overfeat_localizer import overfeat_localizer
+
+    keras.utils.set_random_seed(0)
+    classifier = overfeat_classifier(args.arch, num_classes=args.num_classes + 1)
+    localizer = overfeat_localizer(classifier, args.arch, num_classes=args.num_classes)
+    if args.weights:
+        classifier.load_weights(f"{args.weights}/classifier.weights.h5")
+        localizer.load_weights(f"{args.weights}/localizer.weights.h5")
+    height, width = args.size
+    image = np.random.default_rng(0).uniform(0, 255, [1, height, width, 3]).astype("float32")
+    if args.weights and args.arch == "tiny":
+        from kerasdet.data.shapes import make_example
+
+        image = make_example("validation", 0)["image"][None].astype("float32")
+
+    detector = overfeat_detector(
+        classifier, localizer, args.arch, image_size=(height, width), scales=args.scales,
+        score_threshold=args.score_threshold, max_candidates=4000,
+    )
+    rows = []
+    for index, scale in enumerate(args.scales):
+        decode = detector.get_layer(f"decode_{index}")
+        part = keras.Model(detector.input, decode.output)
+        fn = tf.function(lambda x, part=part: part(x, training=False))
+        size = (round(height * scale), round(width * scale))
+        rows.append((f"scale {scale} ({size[0]}×{size[1]})", median_ms(lambda fn=fn: fn(image), args.repeats),
+                     int(decode.output[1].shape[1] or 0)))
+    gather = keras.Model(detector.input, [detector.get_layer(n).output for n in ("all_boxes", "all_scores", "all_classes")]
+                         if len(args.scales) > 1 else detector.get_layer("decode_0").output)
+    boxes, scores, classes = gather(image)
+    candidates = int(np.sum(scores.numpy() >= args.score_threshold))
+    merge_kwargs = dict(score_threshold=args.score_threshold, max_candidates=4000)
+    xla = tf.function(lambda: greedy_merge(boxes, scores, classes, jit_compile=True, **merge_kwargs))
+    plain = tf.function(lambda: greedy_merge(boxes, scores, classes, jit_compile=False, **merge_kwargs))
+    one_hot = tf.one_hot(classes, args.num_classes) * scores[..., None]
+    nms = tf.function(lambda: non_max_suppression(boxes, one_hot, score_threshold=args.score_threshold, max_candidates=4000))
+    merges = [
+        ("greedy merge (XLA)", median_ms(xla, args.repeats)),
+        ("greedy merge (graph)", median_ms(plain, args.repeats)),
+        ("NMS", median_ms(nms, args.repeats)),
+    ]
+    whole = tf.function(lambda x: detector(x, training=False))
+    total = median_ms(lambda: whole(image), args.repeats)
+
+    print(f"OverFeat-{args.arch} detector, {height}×{width} image, {len(args.scales)} scales, "
+          f"{'trained' if args.weights else 'random'} weights, median of {args.repeats}")
+    print("| part | median ms | locations |")
+    print("|---|---|---|")
+    for name, ms, n in rows:
+        print(f"| {name} | {ms:.1f} | {n} |")
+    print(f"| all scales (sum) | {sum(r[1] for r in rows):.1f} | {sum(r[2] for r in rows)} |")
+    for name, ms in merges:
+        print(f"| {name} on {candidates} candidates ≥ {args.score_threshold} | {ms:.1f} | |")
+    print(f"| whole detector (greedy merge, XLA) | {total:.1f} | |")
+
+
+if __name__ == "__main__":
+    main()
