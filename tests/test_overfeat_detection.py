@@ -1,10 +1,10 @@
 """OverFeat localization and detection: targets, loss, decoding, the detector model."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from kerasdet.analysis import spatial_geometry
 from kerasdet.data.crops import window_crops
 from kerasdet.models import overfeat_classifier

@@ -19,11 +19,11 @@ import argparse
 import statistics
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 import kerasdet  # noqa: F401  (TF backend)
-import keras
 from kerasdet.models import overfeat_classifier
 from kerasdet.models.overfeat_detector import overfeat_detector
 from kerasdet.postprocess import greedy_merge, non_max_suppression

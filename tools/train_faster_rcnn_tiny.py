@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 import kerasdet  # noqa: F401  (TF backend)
-import keras
 from kerasdet.data.shapes import CLASS_NAMES, make_example
 from kerasdet.metrics import COCOEvaluator
 from kerasdet.models import FasterRCNN, ProposalLayer

@@ -53,9 +53,8 @@ def overfeat_features(
     for layer in spec.features:
         if isinstance(layer, Conv):
             conv_index += 1
-            padding = layer.padding if conv_padding is None or layer.padding == "valid" else conv_padding
             x = keras.layers.Conv2D(
-                layer.filters, layer.kernel, strides=layer.stride, padding=padding,
+                layer.filters, layer.kernel, strides=layer.stride, padding=layer.effective_padding(conv_padding),
                 activation="relu", name=f"conv{conv_index}",
             )(x)
         else:
@@ -111,9 +110,7 @@ def overfeat_classifier(
     k = spec.last_pool
     # The FC window is what the standard pool leaves on the training window; the stride-2
     # variant pools the same map more densely, so its first FC keeps that kernel too.
-    fc_window = spec.fc_window()
-    if conv_padding == "valid":
-        fc_window = _valid_fc_window(spec)
+    fc_window = spec.fc_window(conv_padding)
     if last_pool == "offset":
         x = OffsetMaxPool(k, name="offset_pool")(x)
     elif last_pool == "stride2":
@@ -130,13 +127,3 @@ def overfeat_classifier(
     arch_name = arch if isinstance(arch, str) else "custom"
     return keras.Model(inputs, x, name=name or f"overfeat_{arch_name}")
 
-
-def _valid_fc_window(spec: Architecture) -> int:
-    """FC window when every conv is unpadded (the padding-free test variant)."""
-    size = spec.window
-    for layer in spec.features:
-        if isinstance(layer, Conv):
-            size = (size - layer.kernel) // layer.stride + 1
-        else:
-            size //= layer.size
-    return size // spec.last_pool

@@ -18,6 +18,10 @@ class Conv:
     stride: int = 1
     padding: str = "valid"  # "same" is the paper's zero padding of 1 for 3×3 convs
 
+    def effective_padding(self, conv_padding=None) -> str:
+        """This conv's padding when "same" convs are overridden by `conv_padding`."""
+        return self.padding if conv_padding is None or self.padding == "valid" else conv_padding
+
 
 @dataclasses.dataclass(frozen=True)
 class Pool:
@@ -46,12 +50,14 @@ class Architecture:
     regressor_units: tuple = (4096, 1024)
     description: str = ""
 
-    def fc_window(self) -> int:
-        """Spatial size reaching the first FC layer on the training window."""
+    def fc_window(self, conv_padding=None) -> int:
+        """Spatial size reaching the first FC layer on the training window (with the
+        "same" convs' padding overridden by `conv_padding`, as `overfeat_features` does)."""
         size = self.window
         for layer in self.features:
             if isinstance(layer, Conv):
-                size = size if layer.padding == "same" else (size - layer.kernel) // layer.stride + 1
+                if layer.effective_padding(conv_padding) == "valid":
+                    size = (size - layer.kernel) // layer.stride + 1
             else:
                 size //= layer.size
         return size // self.last_pool

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from kerasdet.analysis import spatial_geometry
+from kerasdet.boxes import clip_boxes
 from kerasdet.models.overfeat import _architecture
 from kerasdet.models.overfeat_localizer import decode_window_boxes
 from kerasdet.postprocess.greedy_merge import GreedyMerge
@@ -65,8 +66,7 @@ class DenseWindowDecoder(keras.layers.Layer):
         centers = tf.stack([cy, cx], axis=-1)[None]  # [1, h, w, 2]
         sy, sx = self.scale
         boxes = decode_window_boxes(boxes, centers, self.window) / tf.constant([sy, sx, sy, sx], tf.float32)
-        limits = tf.constant([self.image_size[0], self.image_size[1]] * 2, tf.float32)
-        boxes = tf.clip_by_value(boxes, 0.0, limits)
+        boxes = clip_boxes(boxes, self.image_size)
         return (
             tf.reshape(boxes, [batch, -1, 4]),
             tf.reshape(scores, [batch, -1]),

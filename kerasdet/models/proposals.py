@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from kerasdet.boxes import BoxCoder, clip_boxes, valid_boxes_mask
+from kerasdet.postprocess.nms import nms_indices
+from kerasdet.postprocess.per_image import map_images
 
 
 def _positive_int(name, value):
@@ -85,15 +87,10 @@ class ProposalLayer(keras.layers.Layer):
         # top_k is stable: ties keep anchor order.
         top_scores, order = tf.math.top_k(scores, k=k)
         top_boxes = tf.gather(boxes, order)
-        selected, _, num = tf.raw_ops.NonMaxSuppressionV5(
-            boxes=top_boxes,
-            scores=top_scores,
-            max_output_size=post_k,
-            iou_threshold=self.nms_iou,
+        selected, num = nms_indices(
+            top_boxes, top_scores, max_output_size=post_k, iou_threshold=self.nms_iou,
             # Dropped boxes score −inf; every finite logit is above float32.min.
             score_threshold=float(np.finfo(np.float32).min),
-            soft_nms_sigma=0.0,
-            pad_to_max_output_size=True,
         )
         valid = tf.range(post_k) < num
         out_boxes = tf.where(valid[:, None], tf.gather(top_boxes, selected), 0.0)
@@ -112,21 +109,16 @@ class ProposalLayer(keras.layers.Layer):
         boxes = tf.stop_gradient(boxes)  # proposals are constants for the second stage
         scores = tf.stop_gradient(scores)
 
-        batch = boxes.shape[0]
-        if batch is not None:  # static batch: unrolled, no while loop (TFLite friendly)
-            parts = [self._one_image(boxes[i], scores[i], pre_k, post_k) for i in range(batch)]
-            out = [tf.stack([p[j] for p in parts]) for j in range(4)]
-        else:
-            out = tf.map_fn(
-                lambda args: self._one_image(args[0], args[1], pre_k, post_k),
-                (boxes, scores),
-                fn_output_signature=(
-                    tf.TensorSpec([post_k, 4], tf.float32),
-                    tf.TensorSpec([post_k], tf.float32),
-                    tf.TensorSpec([post_k], tf.bool),
-                    tf.TensorSpec([], tf.int32),
-                ),
-            )
+        out = map_images(
+            lambda b, sc: self._one_image(b, sc, pre_k, post_k),
+            (boxes, scores),
+            (
+                tf.TensorSpec([post_k, 4], tf.float32),
+                tf.TensorSpec([post_k], tf.float32),
+                tf.TensorSpec([post_k], tf.bool),
+                tf.TensorSpec([], tf.int32),
+            ),
+        )
         return {"boxes": out[0], "scores": out[1], "valid": out[2], "num_proposals": out[3]}
 
     def compute_output_spec(self, objectness_logits, box_deltas, anchors, image_shape=None, training=None):

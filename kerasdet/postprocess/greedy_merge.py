@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasdet.postprocess import _greedy_merge_loop as _loop
+from kerasdet.postprocess.detections import pad_detections
 
 __all__ = ["GreedyMerge", "greedy_merge", "match_scores"]
 
@@ -163,23 +164,18 @@ def _greedy_merge_impl(
     k = min(max_detections, m)
     merged_scores = tf.where(alive, acc[..., 5], float("-inf"))
     order = tf.math.top_k(merged_scores, k=k, sorted=True).indices
-    valid = tf.gather(alive, order, batch_dims=1)
+    valid = tf.gather(alive, order, batch_dims=1)  # alive rows sort first
     out_acc = tf.gather(acc, order, batch_dims=1)
-    out_boxes = tf.where(valid[..., None], out_acc[..., :4] / tf.maximum(out_acc[..., 4:5], 1.0), 0.0)
-    out_scores = tf.where(valid, out_acc[..., 5], 0.0)
-    out_classes = tf.where(valid, tf.gather(cand_classes, order, batch_dims=1), 0)
+    out_boxes = out_acc[..., :4] / tf.maximum(out_acc[..., 4:5], 1.0)
+    out_scores = out_acc[..., 5]
+    out_classes = tf.gather(cand_classes, order, batch_dims=1)
     num = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
     if k < max_detections:
         pad = max_detections - k
         out_boxes = tf.pad(out_boxes, [[0, 0], [0, pad], [0, 0]])
         out_scores = tf.pad(out_scores, [[0, 0], [0, pad]])
         out_classes = tf.pad(out_classes, [[0, 0], [0, pad]])
-    detections = {
-        "boxes": out_boxes,
-        "scores": out_scores,
-        "classes": out_classes,
-        "num_detections": num,
-    }
+    detections = pad_detections(out_boxes, out_scores, out_classes, num, max_detections)
     num_candidates = tf.reduce_sum(tf.cast(active, tf.int32), axis=1)
     num_merged = tf.reduce_sum(tf.cast(alive, tf.int32), axis=1)
     stats = {"merges": num_candidates - num_merged, "iterations": iterations}

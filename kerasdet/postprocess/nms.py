@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasdet.postprocess.detections import check_scores_finite, pad_detections
+from kerasdet.postprocess.per_image import map_images
 
 
 def _flatten_candidates(boxes, scores):
@@ -84,29 +85,18 @@ def non_max_suppression(
     # Class-agnostic NMS puts every candidate in one "class" for suppression only.
     flat_classes_for_nms = tf.zeros_like(flat_classes) if class_agnostic else flat_classes
 
-    batch_static = flat_scores.shape[0]
-    results = []
-    if batch_static is not None:
-        # A static batch (always the case in TFLite export) unrolls: no while loop.
-        for i in range(batch_static):
-            results.append(
-                _select(
-                    flat_boxes[i], flat_scores[i], flat_classes[i], flat_classes_for_nms[i],
-                    iou_threshold, score_threshold, max_detections, max_candidates,
-                )
-            )
-        out = [tf.stack([r[j] for r in results]) for j in range(4)]
-    else:
-        out = tf.map_fn(
-            lambda args: _select(*args, iou_threshold, score_threshold, max_detections, max_candidates),
-            (flat_boxes, flat_scores, flat_classes, flat_classes_for_nms),
-            fn_output_signature=(
-                tf.TensorSpec([max_detections, 4], tf.float32),
-                tf.TensorSpec([max_detections], tf.float32),
-                tf.TensorSpec([max_detections], tf.int32),
-                tf.TensorSpec([], tf.int32),
-            ),
-        )
+    out = map_images(
+        lambda b, sc, c, c_nms: _select(
+            b, sc, c, c_nms, iou_threshold, score_threshold, max_detections, max_candidates
+        ),
+        (flat_boxes, flat_scores, flat_classes, flat_classes_for_nms),
+        (
+            tf.TensorSpec([max_detections, 4], tf.float32),
+            tf.TensorSpec([max_detections], tf.float32),
+            tf.TensorSpec([max_detections], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ),
+    )
     return pad_detections(*out, max_detections=max_detections)
 
 
@@ -120,6 +110,34 @@ def _check_args(iou_threshold, max_detections, max_candidates):
         raise ValueError(f"`max_detections` must be a positive int, got {max_detections!r}")
     if isinstance(max_candidates, bool) or not isinstance(max_candidates, (int, np.integer)) or max_candidates <= 0:
         raise ValueError(f"`max_candidates` must be a positive int, got {max_candidates!r}")
+
+
+def nms_indices(boxes, scores, *, max_output_size: int, iou_threshold: float, score_threshold: float):
+    """Single-image NMS kernel call, the same in TensorFlow and TFLite.
+
+    Runs `NonMaxSuppressionV5`, a TFLite builtin with a native kernel (tf.image's padded NMS
+    lowers to a while loop instead), padded to `max_output_size`.
+
+    Args:
+        boxes: `[K, 4]` float32; scores: `[K]` float32, ideally distinct (ties are broken
+            differently by the two kernels).
+        iou_threshold: a box is suppressed by a higher-scoring one with IoU above this.
+
+    Returns:
+        `(selected int32 [max_output_size], num_valid int32 scalar)`.
+    """
+    selected, _, num_valid = tf.raw_ops.NonMaxSuppressionV5(
+        boxes=boxes,
+        scores=scores,
+        max_output_size=max_output_size,
+        # TF's kernel suppresses IoU > threshold, TFLite's IoU ≥ threshold: one float32
+        # step up makes both "IoU > iou_threshold".
+        iou_threshold=float(np.nextafter(np.float32(iou_threshold), np.float32(np.inf))),
+        score_threshold=score_threshold,
+        soft_nms_sigma=0.0,
+        pad_to_max_output_size=True,
+    )
+    return selected, num_valid
 
 
 def _select(boxes, scores, classes, nms_classes, iou_threshold, score_threshold, max_detections, max_candidates):
@@ -163,18 +181,9 @@ def _select(boxes, scores, classes, nms_classes, iou_threshold, score_threshold,
     # TFLite's kernels (which break score ties differently) select the same boxes.
     kf = tf.maximum(tf.cast(k, tf.float32), 1.0)
     rank_scores = tf.where(valid, (kf - tf.cast(tf.range(k + 1), tf.float32)) / kf, 0.0)
-    # NonMaxSuppressionV5 is a TFLite builtin with a native kernel (tf.image's padded NMS
-    # lowers to a while loop instead).
-    selected, _, num_valid = tf.raw_ops.NonMaxSuppressionV5(
-        boxes=shifted,
-        scores=rank_scores,
-        max_output_size=max_detections,
-        # TF's kernel suppresses IoU > threshold, TFLite's IoU ≥ threshold: one float32
-        # step up makes both "IoU > iou_threshold", the contract.
-        iou_threshold=float(np.nextafter(np.float32(iou_threshold), np.float32(np.inf))),
+    selected, num_valid = nms_indices(
+        shifted, rank_scores, max_output_size=max_detections, iou_threshold=iou_threshold,
         score_threshold=0.5 / kf,
-        soft_nms_sigma=0.0,
-        pad_to_max_output_size=True,
     )
     return (
         tf.gather(boxes, selected),
