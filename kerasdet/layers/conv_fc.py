@@ -113,7 +113,18 @@ class ConvFC(keras.layers.Layer):
 
     def call(self, inputs):
         self._check_window(inputs.shape)
-        outputs = tf.nn.conv2d(inputs, tf.cast(self.kernel, inputs.dtype), strides=1, padding="VALID")
+        kernel = tf.cast(self.kernel, inputs.dtype)
+        if tuple(inputs.shape[1:3]) == tuple(self.kernel_size):
+            # The input is exactly one window (training on crops, the Faster R-CNN head on
+            # pooled RoIs): the same product as a matmul. TensorFlow's CPU gradient of a
+            # VALID conv whose kernel covers the whole input is ~25x slower than the matmul's
+            # (1.57 s vs 0.06 s for 1024 RoIs of 7x7x96 -> 256), and TFLite runs it as one
+            # FULLY_CONNECTED op.
+            flat = tf.reshape(inputs, [-1, int(np.prod(kernel.shape[:3]))])
+            outputs = tf.matmul(flat, tf.reshape(kernel, [-1, self.units]))
+            outputs = tf.reshape(outputs, [-1, 1, 1, self.units])
+        else:
+            outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
         return self.activation(outputs)
