@@ -20,6 +20,7 @@ import tensorflow as tf
 import kerasdet  # noqa: F401  (TF backend)
 from kerasdet.data.shapes import CLASS_NAMES, make_example
 from kerasdet.metrics import COCOEvaluator
+from kerasdet.layers import AnchorGenerator
 from kerasdet.models import FasterRCNN, ProposalLayer
 
 
@@ -80,13 +81,20 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone-stride", type=int, default=16, choices=(8, 16))
+    parser.add_argument("--anchor-sizes", type=float, nargs="+", default=None,
+                        help="anchor sizes in pixels (default: the model's, from the image size)")
+    parser.add_argument("--output", default=None, help="write the trained weights here (.weights.h5)")
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
     train_images, train_gt = arrays("train", args.train_images)
     val_images, val_gt = arrays("validation", args.val_images)
+    anchors = None if args.anchor_sizes is None else AnchorGenerator(
+        sizes=tuple(args.anchor_sizes), aspect_ratios=(0.5, 1.0, 2.0), stride=args.backbone_stride)
     model = FasterRCNN(
-        len(CLASS_NAMES), backbone="tiny", image_size=(256, 256), head_units=(256, 256),
+        len(CLASS_NAMES), backbone="tiny", backbone_stride=args.backbone_stride, anchor_generator=anchors,
+        image_size=(256, 256), head_units=(256, 256),
         rpn_batch_size=256, rcnn_batch_size=128,
         proposal_layer=ProposalLayer(pre_nms_top_k_train=2000, post_nms_top_k_train=256,
                                      pre_nms_top_k_test=1000, post_nms_top_k_test=100),
@@ -99,6 +107,8 @@ def main(argv=None):
     budget = TimeBudget(args.minutes * 60)
     curve = CurveCallback(val_images[:100], {k: v[:100] for k, v in val_gt.items()}, budget)
     history = model.fit(ds, epochs=args.epochs, callbacks=[budget, curve], verbose=2)
+    if args.output:
+        model.save_weights(args.output)
     metrics, summary = evaluate(model, val_images, val_gt)
     print(summary)
     print(f"AP50 curve (training minutes, AP50 on 100 val images): {curve.curve}")

@@ -68,17 +68,20 @@ _OFFLINE_MESSAGE = (
 )
 
 
-def _tiny(inputs, filters=(16, 32, 64, 96)):
-    """Four stages of (3×3 stride-2 conv, 3×3 conv), ReLU: stride 16, fast on CPU."""
+def _tiny(inputs, filters=(16, 32, 64, 96), stride=16):
+    """Four stages of (3×3 conv, 3×3 conv), ReLU, the first conv of each stage with stride 2
+    until the output stride is reached (stride 8: the last stage keeps the resolution)."""
     x = input_normalization()(inputs)
+    downsamplings = {8: 3, 16: 4}[stride]
     for stage, width in enumerate(filters, start=1):
-        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu", name=f"stage{stage}_down")(x)
+        step = 2 if stage <= downsamplings else 1
+        x = keras.layers.Conv2D(width, 3, strides=step, padding="same", activation="relu", name=f"stage{stage}_down")(x)
         x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"stage{stage}_conv")(x)
     return x
 
 
-def build_backbone(name: str, *, input_shape=(None, None, 3), weights=None) -> keras.Model:
-    """A functional model: images `[B, H, W, 3]` (0–255 RGB) → a stride-16 feature map.
+def build_backbone(name: str, *, input_shape=(None, None, 3), weights=None, stride: int = 16) -> keras.Model:
+    """A functional model: images `[B, H, W, 3]` (0–255 RGB) → a stride-16 (or 8) feature map.
 
     Args:
         name: `"vgg16"` (conv5_3), `"resnet50"` (end of conv4), `"mobilenetv2"`
@@ -87,19 +90,24 @@ def build_backbone(name: str, *, input_shape=(None, None, 3), weights=None) -> k
         input_shape: `(H, W, 3)`; `None` sizes accept any image.
         weights: `None` (random init) or `"imagenet"` (downloaded by `keras.applications`;
             needs network access). Not supported for `"tiny"`.
+        stride: output stride, 16; `"tiny"` also supports 8 (finer features for small
+            objects: 4× the locations at little extra cost).
 
     Returns:
-        `keras.Model` `[B, H, W, 3]` → `[B, ceil(H/16), ceil(W/16), C]` (`"same"` padding;
+        `keras.Model` `[B, H, W, 3]` → `[B, ceil(H/s), ceil(W/s), C]` (`"same"` padding;
         VGG/ResNet/MobileNet pad like their own definitions); `C = model.output.shape[-1]`.
     """
     if not isinstance(name, str) or name.lower() not in BACKBONES:
         raise ValueError(f"Unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}")
     name = name.lower()
+    strides = (8, 16) if name == "tiny" else (16,)
+    if isinstance(stride, bool) or stride not in strides:
+        raise ValueError(f"Backbone {name!r} supports stride {' or '.join(map(str, strides))}, got stride={stride!r}")
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     if name == "tiny":
         if weights is not None:
             raise ValueError(f"The 'tiny' backbone has no pretrained weights, got weights={weights!r}")
-        return keras.Model(inputs, _tiny(inputs), name="tiny_backbone")
+        return keras.Model(inputs, _tiny(inputs, stride=stride), name="tiny_backbone")
 
     constructor, layer_name, mode = _APPLICATIONS[name]
     try:

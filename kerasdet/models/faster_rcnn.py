@@ -149,6 +149,18 @@ class DecodeDetections(keras.layers.Layer):
         return config
 
 
+def _feature_stride(backbone, image_size) -> int:
+    """The backbone's output stride, from its static output size (`"same"` padding:
+    `ceil(H / stride)`)."""
+    height = backbone.output.shape[1]
+    if height is None:
+        raise ValueError("The backbone must have a static output size for a static `image_size`")
+    for stride in (4, 8, 16, 32, 64):
+        if -(-image_size[0] // stride) == height:
+            return stride
+    raise ValueError(f"Cannot infer the backbone's stride: image height {image_size[0]} → feature height {height}")
+
+
 def _serialize(obj):
     return obj if obj is None or isinstance(obj, str) else keras.saving.serialize_keras_object(obj)
 
@@ -164,14 +176,17 @@ class FasterRCNN(keras.Model):
     Args:
         num_classes: foreground classes `C` (background is internal).
         backbone: a name for `build_backbone` (default `"tiny"`) or a `keras.Model`
-            images (0–255 RGB) → stride-16 features.
+            images (0–255 RGB) → stride-16 (or 8) features.
+        backbone_stride: the output stride of a named backbone (16; `"tiny"` also 8). The
+            stride of a model backbone is read off its output shape. It sets the default
+            anchor stride and RoI pooling scale.
         image_size: static `(H, W)` of the input images.
         anchor_generator: default `AnchorGenerator(default_anchor_sizes(image_size),
-            aspect ratios (0.5, 1, 2), stride 16)`.
+            aspect ratios (0.5, 1, 2), the backbone's stride)`.
         rpn_head: default `RPNHead(k, channels=min(512, backbone channels))`.
         proposal_layer: default `ProposalLayer()` (paper sizes: 12000/2000 train,
             6000/300 test).
-        roi_pool: default `RoIPool(7, 1/16)`.
+        roi_pool: default `RoIPool(7, 1 / stride)`.
         head_units: widths of the Fast R-CNN FC layers (run as `ConvFC`).
         score_threshold, nms_iou, max_detections: per-class NMS of the detections.
         rpn_batch_size, rpn_positive_fraction: RPN anchor sampling (256, 0.5).
@@ -191,6 +206,7 @@ class FasterRCNN(keras.Model):
         num_classes,
         *,
         backbone="tiny",
+        backbone_stride=16,
         image_size=(512, 512),
         anchor_generator=None,
         rpn_head=None,
@@ -214,9 +230,12 @@ class FasterRCNN(keras.Model):
             raise ValueError(f"`image_size` must be a positive (height, width), got {image_size!r}")
         backbone_name = backbone if isinstance(backbone, str) else None
         if isinstance(backbone, str):
-            backbone = build_backbone(backbone, input_shape=(*image_size, 3))
+            backbone = build_backbone(backbone, input_shape=(*image_size, 3), stride=backbone_stride)
         channels = backbone.output.shape[-1]
-        anchor_generator = anchor_generator or AnchorGenerator(sizes=default_anchor_sizes(image_size))
+        stride = _feature_stride(backbone, image_size)
+        anchor_generator = anchor_generator or AnchorGenerator(
+            sizes=default_anchor_sizes(image_size), stride=stride
+        )
         if anchor_generator.num_levels != 1:
             raise ValueError("FasterRCNN uses one feature level; `anchor_generator` must have one stride")
         num_anchors = anchor_generator.anchors_per_location[0]
@@ -224,7 +243,7 @@ class FasterRCNN(keras.Model):
         if rpn_head.num_anchors != num_anchors:
             raise ValueError(f"`rpn_head.num_anchors` = {rpn_head.num_anchors} but the anchor generator has {num_anchors}")
         proposal_layer = proposal_layer or ProposalLayer(name="proposals")
-        roi_pool = roi_pool or RoIPool(7, 1.0 / 16, name="roi_pool")
+        roi_pool = roi_pool or RoIPool(7, 1.0 / stride, name="roi_pool")
 
         # === Layers ===
         self.backbone = backbone
@@ -254,6 +273,7 @@ class FasterRCNN(keras.Model):
         # === Config ===
         self.num_classes = int(num_classes)
         self.backbone_name = backbone_name
+        self.backbone_stride = stride
         self.image_size = image_size
         self.head_units = tuple(int(u) for u in head_units)
         self.score_threshold = float(score_threshold)
@@ -350,6 +370,7 @@ class FasterRCNN(keras.Model):
             "trainable": self.trainable,
             "num_classes": self.num_classes,
             "backbone": self.backbone_name or _serialize(self.backbone),
+            "backbone_stride": self.backbone_stride,
             "image_size": list(self.image_size),
             "anchor_generator": _serialize(self.anchor_generator),
             "rpn_head": _serialize(self.rpn_head),
