@@ -8,7 +8,9 @@ Public API:
     kerasdet.data         the offline `kerasdet_shapes` dataset and tf.data pipelines
     kerasdet.metrics      COCO evaluation (pycocotools) and a Keras callback
     kerasdet.analysis     receptive field, effective stride, spatial output, FLOPs
-    kerasdet.export       TFLite conversion with builtin ops only
+    kerasdet.export       SavedModel and builtin-op TFLite export
+    kerasdet.zoo          named configurations (YAML), load(), load_parts(), list(), info(), weights
+    kerasdet.visualize    draw detections, image grids, PNG files
 """
 
 from kerasdet import (
@@ -21,10 +23,13 @@ from kerasdet import (
     metrics,
     models,
     postprocess,
+    visualize,
+    zoo,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "analysis", "boxes", "data", "export", "layers", "metrics", "models", "postprocess", "__version__",
+    "analysis", "boxes", "data", "export", "layers", "metrics", "models", "postprocess", "visualize", "zoo",
+    "__version__",
 ]

@@ -180,6 +180,12 @@ class FasterRCNN(keras.Model):
         backbone_stride: the output stride of a named backbone (16; `"tiny"` also 8). The
             stride of a model backbone is read off its output shape. It sets the default
             anchor stride and RoI pooling scale.
+        backbone_batch_norm: `"tiny"` backbone with batch normalization.
+        train_backbone_batch_norm: run the backbone in training mode during `fit`, so its
+            batch-norm layers normalize with batch statistics and update their moving
+            averages — right for a backbone trained from scratch. The default freezes them
+            (inference mode), the standard for an ImageNet-initialized backbone trained with
+            small detection batches.
         image_size: static `(H, W)` of the input images.
         anchor_generator: default `AnchorGenerator(default_anchor_sizes(image_size),
             aspect ratios (0.5, 1, 2), the backbone's stride)`.
@@ -198,7 +204,8 @@ class FasterRCNN(keras.Model):
     "num_detections" [B] int32}` with `D = max_detections`. `fit` expects
     `(images, {"boxes": [B, M, 4], "classes": [B, M]})` and logs `loss`, `rpn_objectness`,
     `rpn_box`, `rcnn_class`, `rcnn_box`. The backbone runs in inference mode during training
-    (frozen batch-norm statistics, as in standard Faster R-CNN training).
+    (frozen batch-norm statistics, as in standard Faster R-CNN training) unless
+    `train_backbone_batch_norm`.
     """
 
     def __init__(
@@ -207,6 +214,8 @@ class FasterRCNN(keras.Model):
         *,
         backbone="tiny",
         backbone_stride=16,
+        backbone_batch_norm=False,
+        train_backbone_batch_norm=False,
         image_size=(512, 512),
         anchor_generator=None,
         rpn_head=None,
@@ -230,7 +239,9 @@ class FasterRCNN(keras.Model):
             raise ValueError(f"`image_size` must be a positive (height, width), got {image_size!r}")
         backbone_name = backbone if isinstance(backbone, str) else None
         if isinstance(backbone, str):
-            backbone = build_backbone(backbone, input_shape=(*image_size, 3), stride=backbone_stride)
+            backbone = build_backbone(
+                backbone, input_shape=(*image_size, 3), stride=backbone_stride, batch_norm=backbone_batch_norm
+            )
         channels = backbone.output.shape[-1]
         stride = _feature_stride(backbone, image_size)
         anchor_generator = anchor_generator or AnchorGenerator(
@@ -274,6 +285,8 @@ class FasterRCNN(keras.Model):
         self.num_classes = int(num_classes)
         self.backbone_name = backbone_name
         self.backbone_stride = stride
+        self.backbone_batch_norm = bool(backbone_batch_norm)
+        self.train_backbone_batch_norm = bool(train_backbone_batch_norm)
         self.image_size = image_size
         self.head_units = tuple(int(u) for u in head_units)
         self.score_threshold = float(score_threshold)
@@ -306,8 +319,8 @@ class FasterRCNN(keras.Model):
         gt_classes = tf.cast(ground_truth["classes"], tf.int32)
         rpn_seed, rcnn_seed = self._step_seeds()
 
-        # The backbone runs in inference mode (frozen batch-norm statistics).
-        features = self.backbone(images, training=False)
+        # By default the backbone runs in inference mode (frozen batch-norm statistics).
+        features = self.backbone(images, training=training and self.train_backbone_batch_norm)
         rpn = self.rpn_head(features, training=training)
         anchors = self.anchors(features)
         targets = rpn_targets(
@@ -371,6 +384,8 @@ class FasterRCNN(keras.Model):
             "num_classes": self.num_classes,
             "backbone": self.backbone_name or _serialize(self.backbone),
             "backbone_stride": self.backbone_stride,
+            "backbone_batch_norm": self.backbone_batch_norm,
+            "train_backbone_batch_norm": self.train_backbone_batch_norm,
             "image_size": list(self.image_size),
             "anchor_generator": _serialize(self.anchor_generator),
             "rpn_head": _serialize(self.rpn_head),
