@@ -5,7 +5,8 @@ Public API:
     kerasdet.layers       AnchorGenerator, RPNHead, RoIPool, RoIAlign, ConvFC, OffsetMaxPool
     kerasdet.postprocess  per-class NMS and OverFeat's greedy merge, inside the graph
     kerasdet.models       OverFeat classifier / localizer / detector
-    kerasdet.data         the offline `kerasdet_shapes` dataset and tf.data pipelines
+    kerasdet.data         COCO-json / VOC / TFDS / built-in synthetic data, augmentation, tf.data pipelines
+    kerasdet.anchors      autoanchor: anchors learned from a dataset's boxes
     kerasdet.metrics      COCO evaluation (pycocotools) and a Keras callback
     kerasdet.analysis     receptive field, effective stride, spatial output, FLOPs
     kerasdet.export       SavedModel and builtin-op TFLite export
@@ -16,6 +17,7 @@ Public API:
 from kerasdet import (
     _backend,  # noqa: F401  (selects and checks the TF backend first)
     analysis,
+    anchors,
     boxes,
     data,
     export,
@@ -30,6 +32,6 @@ from kerasdet import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "analysis", "boxes", "data", "export", "layers", "metrics", "models", "postprocess", "visualize", "zoo",
+    "analysis", "anchors", "boxes", "data", "export", "layers", "metrics", "models", "postprocess", "visualize", "zoo",
     "__version__",
 ]

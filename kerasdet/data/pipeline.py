@@ -20,6 +20,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from kerasdet.boxes.formats import convert_format
+from kerasdet.data import augment as augment_lib
+from kerasdet.data.augment import Augmentation
 
 DEFAULT_SHUFFLE_BUFFER = 1024
 
@@ -61,8 +63,12 @@ def _check_schema(element_spec):
         )
 
 
-def _resize_pad_flip(example, flip, *, image_size, max_boxes, keep_aspect):
-    """One TFDS example -> (image [H, W, 3] float32, {"boxes": [M, 4], "classes": [M]})."""
+def _prepare(example, seed, *, image_size, max_boxes, keep_aspect, augment):
+    """One TFDS example -> (image [H, W, 3] float32, {"boxes": [M, 4], "classes": [M]}).
+
+    `seed` is this example's int64 seed when augmenting (`augment` an `Augmentation`), else
+    `None`.
+    """
     height, width = image_size
     image = example["image"]
     if image.shape[-1] == 1:
@@ -93,25 +99,61 @@ def _resize_pad_flip(example, flip, *, image_size, max_boxes, keep_aspect):
     ]
     with tf.control_dependencies(checks):
         num = tf.identity(num)
+    augmenting = seed is not None
 
     in_hw = tf.cast(tf.shape(image)[:2], tf.float32)
+    if augmenting and augment.crop_prob > 0:
+        pixels = convert_format(bbox, "rel_yxyx", "yxyx", image_shape=in_hw)
+        image, pixels = augment_lib.random_crop(image, pixels, seed, augment)
+        in_hw = tf.cast(tf.shape(image)[:2], tf.float32)
+        bbox = pixels / tf.concat([in_hw, in_hw], 0)
+
+    factor = augment_lib.scale_factor(seed, augment) if augmenting else None
     if keep_aspect:
         scale = tf.minimum(height / in_hw[0], width / in_hw[1])
-        new_h = tf.clip_by_value(tf.cast(tf.round(in_hw[0] * scale), tf.int32), 1, height)
-        new_w = tf.clip_by_value(tf.cast(tf.round(in_hw[1] * scale), tf.int32), 1, width)
-    else:
+        if factor is None:
+            new_h = tf.clip_by_value(tf.cast(tf.round(in_hw[0] * scale), tf.int32), 1, height)
+            new_w = tf.clip_by_value(tf.cast(tf.round(in_hw[1] * scale), tf.int32), 1, width)
+        else:
+            new_h = tf.maximum(tf.cast(tf.round(in_hw[0] * scale * factor), tf.int32), 1)
+            new_w = tf.maximum(tf.cast(tf.round(in_hw[1] * scale * factor), tf.int32), 1)
+    elif factor is None:
         new_h, new_w = tf.constant(height), tf.constant(width)
+    else:
+        new_h = tf.maximum(tf.cast(tf.round(height * factor), tf.int32), 1)
+        new_w = tf.maximum(tf.cast(tf.round(width * factor), tf.int32), 1)
     image = tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear")
     # Normalized boxes times the size of the resized content = pixels of the output image
     # (the padding is at the bottom / right, so it does not move them).
     boxes = convert_format(bbox, "rel_yxyx", "yxyx", image_shape=tf.stack([new_h, new_w]))
+    raw_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
-    if flip is not None:
+    if augmenting and augment.scale_range[1] > 1.0:
+        # Scaled past the output: keep a random output-sized window of it.
+        excess = tf.maximum(tf.stack([new_h - height, new_w - width]), 0)
+        offset = augment_lib.scale_offset(seed, excess)
+        new_h, new_w = tf.minimum(new_h, height), tf.minimum(new_w, width)
+        image = tf.slice(image, tf.concat([offset, [0]], 0), tf.stack([new_h, new_w, -1]))
+        shift = tf.cast(offset, tf.float32)
+        boxes = boxes - tf.concat([shift, shift], 0)
+
+    if augmenting and augment.flip_prob > 0:
+        flip = augment_lib.flip_decision(seed, augment)
         new_w_f = tf.cast(new_w, tf.float32)
         y1, x1, y2, x2 = tf.unstack(boxes, num=4, axis=-1)
         flipped_boxes = tf.stack([y1, new_w_f - x2, y2, new_w_f - x1], axis=-1)
         image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
         boxes = tf.cond(flip, lambda: flipped_boxes, lambda: boxes)
+
+    if augmenting and augment.colour:
+        image = augment_lib.colour_jitter(image, seed, augment)
+
+    if augmenting and augment.cuts_boxes:
+        content = tf.cast(tf.stack([new_h, new_w]), tf.float32)
+        boxes, keep = augment_lib.clip_and_drop(boxes, raw_area, content, augment)
+        boxes = tf.boolean_mask(boxes, keep)
+        label = tf.boolean_mask(label, keep)
+        num = tf.shape(label)[0]
 
     image = tf.image.pad_to_bounding_box(image, 0, 0, height, width)
     image = tf.ensure_shape(image, [height, width, 3])
@@ -131,8 +173,9 @@ def detection_dataset(
     seed: int | None = None,
     keep_aspect: bool = True,
     training: bool = False,
-    flip_prob: float = 0.5,
+    flip_prob: float | None = None,
     drop_remainder: bool | None = None,
+    augment: Augmentation | None = None,
 ) -> tf.data.Dataset:
     """Maps a TFDS detection dataset to batched `(images, ground_truth)` for kerasdet models.
 
@@ -140,8 +183,10 @@ def detection_dataset(
     padded with zeros at the bottom and right (or, with `keep_aspect=False`, stretched to
     `image_size`); its boxes are converted from TFDS normalized `[ymin, xmin, ymax, xmax]` to
     `yxyx` pixels of the output image. Objects are padded to `max_boxes` rows with class -1
-    (boxes 0). With `training=True` images are flipped left-right with probability
-    `flip_prob`, boxes along with them.
+    (boxes 0). With `training=True` images are augmented: by default flipped left-right with
+    probability `flip_prob`, boxes along with them; pass an `Augmentation` as `augment` for
+    random crops, scale jitter and colour jitter (boxes follow the pixels; boxes the crops
+    cut away are dropped, see `kerasdet.data.augment`).
 
     Args:
         ds: a `tf.data.Dataset` of TFDS detection examples (`image` `[h, w, 3]`,
@@ -155,13 +200,16 @@ def detection_dataset(
             objects per image, VOC 42.
         shuffle: `False`, `True` (buffer of 1024 examples) or a buffer size; reshuffled every
             epoch.
-        seed: makes shuffling and flips deterministic (the same sequence for the same seed;
-            different flips in each epoch). `None`: random.
+        seed: makes shuffling and augmentation deterministic (the same sequence for the same
+            seed; different draws in each epoch). `None`: random.
         keep_aspect: keep the aspect ratio and pad (default) or stretch to `image_size`.
-        training: enables the random horizontal flip.
-        flip_prob: probability of a flip when `training`.
+        training: enables augmentation (by default only the random horizontal flip).
+        flip_prob: probability of a flip when `training` and no `augment` is given;
+            default 0.5. Give the flip probability inside `augment` instead when using one.
         drop_remainder: drop the last incomplete batch, giving a static batch dimension;
             default: `training`.
+        augment: a `kerasdet.data.Augmentation` applied when `training` (requires
+            `training=True`); default `Augmentation(flip_prob=flip_prob)`.
 
     Returns:
         A prefetched `tf.data.Dataset` of `(images float32 [B, H, W, 3] 0-255,
@@ -172,8 +220,23 @@ def detection_dataset(
     image_size = _check_image_size(image_size)
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("max_boxes", max_boxes)
-    if not 0.0 <= flip_prob <= 1.0:
-        raise ValueError(f"`flip_prob` must be in [0, 1], got {flip_prob!r}")
+    if augment is not None:
+        if not isinstance(augment, Augmentation):
+            raise ValueError(
+                f"`augment` must be a kerasdet.data.Augmentation, got {type(augment).__name__}"
+            )
+        if not training:
+            raise ValueError("`augment` is applied only when training; pass training=True too")
+        if flip_prob is not None:
+            raise ValueError(
+                f"Give the flip probability in `augment` (Augmentation(flip_prob=...)), not "
+                f"also `flip_prob`={flip_prob!r}"
+            )
+    else:
+        flip_prob = 0.5 if flip_prob is None else flip_prob
+        if isinstance(flip_prob, bool) or not isinstance(flip_prob, (int, float)) or not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"`flip_prob` must be in [0, 1], got {flip_prob!r}")
+        augment = Augmentation(flip_prob=float(flip_prob))
     if shuffle is True:
         buffer = DEFAULT_SHUFFLE_BUFFER
     elif shuffle is False or shuffle is None:
@@ -187,20 +250,21 @@ def detection_dataset(
 
     if buffer:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    kwargs = dict(image_size=image_size, max_boxes=max_boxes, keep_aspect=keep_aspect)
-    if training and flip_prob > 0:
+    kwargs = dict(
+        image_size=image_size, max_boxes=max_boxes, keep_aspect=keep_aspect, augment=augment
+    )
+    if training and not augment.is_identity:
         # One random int64 per example from a seeded stream (a new stream every epoch) seeds
-        # a stateless draw, so flips are reproducible and independent of parallelism.
+        # stateless draws, so augmentation is reproducible and independent of parallelism.
         randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, randoms)
 
         def prepare(example, r):
-            u = tf.random.stateless_uniform([], seed=tf.stack([r, tf.constant(0, tf.int64)]))
-            return _resize_pad_flip(example, u < flip_prob, **kwargs)
+            return _prepare(example, r, **kwargs)
     else:
 
         def prepare(example):
-            return _resize_pad_flip(example, None, **kwargs)
+            return _prepare(example, None, **kwargs)
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
