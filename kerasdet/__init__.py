@@ -10,6 +10,7 @@ Public API:
     kerasdet.metrics      COCO evaluation (pycocotools) and a Keras callback
     kerasdet.analysis     receptive field, effective stride, spatial output, FLOPs
     kerasdet.export       SavedModel and builtin-op TFLite export
+    kerasdet.lite         run exported .tflite detectors (LiteRT), letterboxing
     kerasdet.zoo          named configurations (YAML), load(), load_parts(), list(), info(), weights
     kerasdet.visualize    draw detections, image grids, PNG files
 """
@@ -22,6 +23,7 @@ from kerasdet import (
     data,
     export,
     layers,
+    lite,
     metrics,
     models,
     postprocess,
@@ -32,6 +34,6 @@ from kerasdet import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "analysis", "anchors", "boxes", "data", "export", "layers", "metrics", "models", "postprocess", "visualize", "zoo",
+    "analysis", "anchors", "boxes", "data", "export", "layers", "lite", "metrics", "models", "postprocess", "visualize", "zoo",
     "__version__",
 ]

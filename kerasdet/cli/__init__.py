@@ -16,7 +16,7 @@ import os
 import sys
 
 # Module names under `kerasdet.cli`, in the order `kerasdet --help` lists them.
-_COMMANDS = ("demo", "zoo", "train", "evaluate", "detect", "autoanchor")
+_COMMANDS = ("demo", "zoo", "train", "evaluate", "detect", "export", "autoanchor")
 
 # Exceptions that mean "the user asked for something wrong", reported in one line.
 _USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
