@@ -60,6 +60,24 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class CosineOverBudget(keras.callbacks.Callback):
+    """Cosine learning-rate decay over the wall-clock budget (the number of steps that fit
+    in the budget is not known in advance): lr = base · ½(1 + cos(π · elapsed / budget)),
+    after a linear warm-up over the first `warmup` steps."""
+
+    def __init__(self, budget, base_lr, warmup=100):
+        super().__init__()
+        self.budget, self.base_lr, self.warmup = budget, base_lr, warmup
+        self.step = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        progress = min(1.0, self.budget.elapsed / self.budget.seconds)
+        lr = self.base_lr * 0.5 * (1.0 + np.cos(np.pi * progress))
+        lr *= min(1.0, (self.step + 1) / self.warmup)
+        self.model.optimizer.learning_rate.assign(lr)
+        self.step += 1
+
+
 class CurveCallback(keras.callbacks.Callback):
     def __init__(self, images, gt, budget):
         super().__init__()
@@ -84,6 +102,7 @@ def main(argv=None):
     parser.add_argument("--backbone-stride", type=int, default=16, choices=(8, 16))
     parser.add_argument("--anchor-sizes", type=float, nargs="+", default=None,
                         help="anchor sizes in pixels (default: the model's, from the image size)")
+    parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the time budget")
     parser.add_argument("--batch-norm", action="store_true", help="tiny backbone with batch norm, trained")
     parser.add_argument("--output", default=None, help="write the trained weights here (.weights.h5)")
     args = parser.parse_args(argv)
@@ -108,7 +127,10 @@ def main(argv=None):
           .prefetch(tf.data.AUTOTUNE))
     budget = TimeBudget(args.minutes * 60)
     curve = CurveCallback(val_images[:100], {k: v[:100] for k, v in val_gt.items()}, budget)
-    history = model.fit(ds, epochs=args.epochs, callbacks=[budget, curve], verbose=2)
+    callbacks = [budget, curve]
+    if args.cosine:
+        callbacks.insert(1, CosineOverBudget(budget, args.learning_rate))
+    history = model.fit(ds, epochs=args.epochs, callbacks=callbacks, verbose=2)
     if args.output:
         model.save_weights(args.output)
     metrics, summary = evaluate(model, val_images, val_gt)
