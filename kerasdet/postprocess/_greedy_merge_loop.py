@@ -139,13 +139,11 @@ def merge_loop(boxes, scores, classes, active, threshold):
 
     # Seed: the full [B, M, M] matrix, once. Invalid pairs (self, other class,
     # non-candidate) are +inf so they can never be picked.
-    pair_ok = (
-        (classes[:, :, None] == classes[:, None, :])
-        & active[:, :, None]
-        & active[:, None, :]
-        & (iota[:, None] != iota[None, :])
-    )
+    pair_ok = (classes[:, :, None] == classes[:, None, :]) & active[:, :, None] & active[:, None, :]
     full = tf.where(pair_ok, match_from_features(feats[:, :, None, :], feats[:, None, :, :]), inf)
+    # Self pairs go through the diagonal: an `iota != iota^T` mask would be folded by the
+    # TFLite converter into an M x M constant (4 MB for M = 2000) stored in the file.
+    full = tf.linalg.set_diag(full, tf.fill(tf.shape(full)[:2], inf))
     rowmin, rowarg = first_argmin(full)
     fresh = tf.ones_like(active)
     gmin = tf.reduce_min(rowmin, axis=1)
