@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 from layer_checks import run_tflite
 
-from kerasdet.demo import FoundationDemoModel, run_demo, synthetic_image
+from kerasdet.demo.layers import FoundationDemoModel, run_layers_demo, synthetic_image
 from kerasdet.export import convert_builtin_only, tflite_op_names
 
 KEYS = [
@@ -41,6 +41,6 @@ def test_every_layer_converts_to_builtin_tflite_and_matches_keras():
 
 
 def test_demo_runs_and_reports_agreement(capsys):
-    assert run_demo(image_size=(128, 192)) == 0
+    assert run_layers_demo(image_size=(128, 192)) == 0
     out = capsys.readouterr().out
     assert "LiteRT matches Keras: yes" in out

@@ -19,8 +19,8 @@ import tensorflow as tf
 
 import kerasdet  # noqa: F401  (TF backend)
 from kerasdet.data.shapes import CLASS_NAMES, make_example
-from kerasdet.metrics import COCOEvaluator
 from kerasdet.layers import AnchorGenerator
+from kerasdet.metrics import COCOEvaluator
 from kerasdet.models import FasterRCNN, ProposalLayer
 
 

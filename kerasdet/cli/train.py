@@ -4,23 +4,49 @@ Faster R-CNN trains end to end with `model.fit`. OverFeat trains in the paper's 
 stages: the classifier on window crops, the box regressor on the frozen layers 1–5, then
 the multi-scale detector is assembled from both (it shares their layers) and evaluated.
 
+`--data` takes anything `kerasdet.data.load_detection_data` reads: a COCO json file or a
+folder holding one, a VOC folder, a TFDS name (`voc/2007`, `coco/2017`) or `shapes[/CONFIG]`
+(the built-in synthetic set). The class names come from the data; when their number
+differs from the configuration's `num_classes`, the model is built for the data's classes.
+
 The output directory receives `NAME.weights.h5` (the trained weights), `NAME.yaml` (the
 configuration with a `trained` weights entry: SHA-256, classes, validation metrics and the
-command), `checkpoints/` (`keras.callbacks.ModelCheckpoint`) and, while training runs,
-`backup/` (`keras.callbacks.BackupAndRestore`: rerunning the same command after an
-interruption resumes from the last finished epoch).
+command), `checkpoints/` (the last epoch's weights) and, while training runs, `backup/`
+(`kerasdet.training.ResumableBackup`, at each epoch's end or every `--save-every` steps):
+rerunning the same command after an interruption, even a SIGKILL, resumes from the last
+backup, mid-epoch included. Every file is written atomically.
+
+`--strategy mirrored|multiworker|tpu` trains Faster R-CNN under a `tf.distribute` strategy
+(`--batch-size` is then the global batch, split across the replicas); see
+`docs/distributed.md`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shlex
+import shutil
+import sys
 import time
+import warnings
 
-# Data sources `--data` accepts; `_load_data` is the one place to add more.
+# The built-in synthetic sets `--data` serves from memory (no TFDS files written); every
+# other source goes through `kerasdet.data.load_detection_data` (see `_load_data`).
 SHAPES_SOURCES = {"shapes": "default", "shapes/small": "small", "shapes/tiny": "tiny"}
+# `kerasdet.training.distribute.STRATEGY_NAMES`, spelled out so `kerasdet --help` does not
+# import TensorFlow (tests/test_distribute.py checks they agree).
+STRATEGY_NAMES = ("default", "mirrored", "multiworker", "tpu")
+DATA_HELP = (
+    "dataset: a COCO json file or folder, a VOC folder, a TFDS name (voc/2007, coco/2017) or "
+    f"{', '.join(SHAPES_SOURCES)} (default: the config's)"
+)
+ON_ERROR_HELP = (
+    "COCO / VOC data with a bad annotation or image: raise (stop with one line naming it, "
+    "the default) or skip (leave out those images, say how many)"
+)
 
 
 def positive_int(text):
@@ -61,12 +87,13 @@ class Data:
         dataset: `tf.data.Dataset` of `(images float32 [B, H, W, 3] 0–255, {"boxes":
             [B, M, 4] yxyx pixels, "classes": [B, M], −1 padding})`.
         class_names: names by class id.
-        num_images: images in the split (after `max_images`).
+        num_images: images in the split (after `max_images`); None when the source does not
+            tell without reading it all (TFDS names).
     """
 
     dataset: object
     class_names: tuple
-    num_images: int
+    num_images: int | None
 
 
 def _shapes_examples(config_name, split, count):
@@ -97,27 +124,39 @@ def _shapes_examples(config_name, split, count):
     return tf.data.Dataset.from_generator(generate, output_signature=signature).cache()
 
 
-def _load_data(source, split, *, image_size, batch_size, max_images=None, training=False, seed=0) -> Data:
+def _load_data(
+    source, split, *, image_size, batch_size, max_images=None, training=False, seed=0, on_error="raise"
+) -> Data:
     """The one entry point from a `--data` value to batched model inputs.
 
     Args:
         source: `"shapes"` (the built-in synthetic set, 256×256), `"shapes/small"`
-            (128×128) or `"shapes/tiny"` (64×64).
-        split: `"train"` or `"validation"`.
+            (128×128) or `"shapes/tiny"` (64×64), generated in memory; or anything
+            `kerasdet.data.load_detection_data` reads (COCO json file or folder, VOC folder,
+            TFDS name, `shapes/<config>` through TFDS).
+        split: `"train"`, `"validation"` (COCO / VOC folders also find `val` or `valid`), ...
         image_size: `(H, W)` of the model: images are resized keeping their aspect ratio
             and padded (`kerasdet.data.detection_dataset`).
         max_images: use the first this many images of the split (default: all).
         training: shuffle, flip, drop the last incomplete batch.
+        on_error: `"raise"` or `"skip"` bad images of COCO / VOC folders (skipped images are
+            reported in one line on stderr).
 
     Raises:
-        ValueError: an unknown source (listing the valid ones) or split.
+        ValueError: an unknown split of the built-in set, a source that is neither a file,
+            a folder nor a dataset name (with the closest built-in name), bad annotations
+            (`kerasdet.data.DataError`, one line naming the file and the entry), or too few
+            images for one training batch. FileNotFoundError: a missing split.
     """
+    if source not in SHAPES_SOURCES:
+        return _load_any_data(source, split, image_size=image_size, batch_size=batch_size, max_images=max_images,
+                              training=training, seed=seed, on_error=on_error)
     from kerasdet.data import detection_dataset
     from kerasdet.data.shapes import CLASS_NAMES, KerasdetShapes
     from kerasdet.zoo.config import unknown_error
 
-    if source not in SHAPES_SOURCES:
-        raise unknown_error("data source", source, list(SHAPES_SOURCES))
+    if on_error != "raise":
+        raise ValueError(f"--on-error {on_error} applies to COCO / VOC folders, not to {source!r}")
     if split not in ("train", "validation"):
         raise unknown_error("split", split, ["train", "validation"])
     config = {c.name: c for c in KerasdetShapes.BUILDER_CONFIGS}[SHAPES_SOURCES[source]]
@@ -134,6 +173,121 @@ def _load_data(source, split, *, image_size, batch_size, max_images=None, traini
         shuffle=min(count, 1024) if training else False, seed=seed, training=training,
     )
     return Data(dataset, tuple(CLASS_NAMES), count)
+
+
+def _first_images(records, count):
+    """The first `count` images of `DetectionRecords` (file order), as `DetectionRecords`."""
+    if count >= len(records):
+        return records
+    return dataclasses.replace(
+        records,
+        image_paths=records.image_paths[:count], image_sizes=records.image_sizes[:count],
+        boxes=records.boxes[:count], labels=records.labels[:count], image_ids=records.image_ids[:count],
+        filenames=records.filenames[:count], flags={k: v[:count] for k, v in records.flags.items()},
+    )
+
+
+def _read_records(source, split, on_error):
+    """`kerasdet.data.read_records`, its skipped-images warnings printed as one line each."""
+    from kerasdet.data import DataWarning, read_records
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        records = read_records(source, split, on_error=on_error)
+    for warning in caught:
+        if issubclass(warning.category, DataWarning):
+            print(f"kerasdet: {' '.join(str(warning.message).split())}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return records
+
+
+def _check_dataset_name(source):
+    """A `--data` value that is not an existing path must name a dataset TFDS knows (or the
+    built-in set): a one-line error otherwise, before anything is built or downloaded."""
+    import tensorflow_datasets as tfds
+
+    from kerasdet.data.sources import _TFDS_NAME, _is_shapes
+    from kerasdet.zoo.config import suggestion
+
+    if _is_shapes(source):
+        return
+    if _TFDS_NAME.match(source):
+        try:
+            tfds.builder_cls(source.split("/")[0].split(":")[0])
+            return
+        except ValueError:  # tfds's DatasetNotFoundError
+            pass
+    elif os.sep in source or source.endswith((".json", ".xml")):
+        raise FileNotFoundError(f"--data {source!r} does not exist (expected a COCO json file or a folder)")
+    # Close matches among the usual detection sets only: against all TFDS names a typo gets
+    # suggestions like 'math_qa'.
+    known = [*SHAPES_SOURCES, "voc/2007", "voc/2012", "coco/2017", "coco/2014"]
+    raise ValueError(
+        f"unknown data source {source!r}.{suggestion(source, known)} Expected an existing COCO json file "
+        f"or folder, a VOC folder, a TFDS dataset name such as 'voc/2007', or one of {', '.join(SHAPES_SOURCES)}"
+    )
+
+
+def _load_any_data(source, split, *, image_size, batch_size, max_images, training, seed, on_error) -> Data:
+    """`_load_data` for sources other than the in-memory shapes sets."""
+    from kerasdet.data import load_detection_data
+
+    if os.path.exists(source):
+        records = _read_records(source, split, on_error)
+        if max_images is not None:
+            records = _first_images(records, int(max_images))
+        if not len(records):
+            raise ValueError(f"{source} ({split}) has no usable images")
+        data, count = records, len(records)
+    else:
+        if on_error != "raise":
+            raise ValueError(f"--on-error {on_error} applies to COCO / VOC folders, not to {source!r}")
+        _check_dataset_name(source)
+        # TFDS slicing takes the first images of the split without reading the others.
+        data, count = (source, None)
+        if max_images is not None:
+            split = f"{split}[:{int(max_images)}]"
+    if training and count is not None and count < batch_size:
+        raise ValueError(
+            f"{count} training images make no full batch of --batch-size {batch_size}; "
+            "use more images or a smaller batch"
+        )
+    try:
+        dataset, names = load_detection_data(
+            data, split, image_size=tuple(image_size), batch_size=batch_size, training=training, seed=seed
+        )
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as error:
+        if count is not None:  # a folder: read already, so not a download problem
+            raise
+        # `tfds.load` downloads and prepares a dataset on first use; offline that fails with
+        # whatever its download stack raises (connection, import or OS errors).
+        lines = str(error).strip().splitlines()
+        raise ValueError(
+            f"could not load TFDS dataset {source!r} ({type(error).__name__}: {lines[0] if lines else ''}); "
+            "TFDS downloads and prepares a dataset on first use, which needs network access. Expected a prepared "
+            "TFDS dataset, or a COCO / VOC folder"
+        ) from None
+    return Data(dataset, tuple(names), count)
+
+
+@contextlib.contextmanager
+def graph_errors_as_value_errors():
+    """Turns a failed kerasdet graph assertion (bad box or class values met inside a
+    `tf.function`, or a data-pipeline check) into a one-line `ValueError`; other errors pass."""
+    import tensorflow as tf
+
+    from kerasdet.models.checks import assertion_message
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        message = assertion_message(error)
+        if message is None:
+            raise
+        raise ValueError(message) from None
 
 
 def _as_examples(data: Data):
@@ -155,7 +309,8 @@ def register(subparsers):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", help="zoo name (kerasdet zoo list) or path of a YAML configuration")
-    parser.add_argument("--data", default=None, help=f"dataset: {', '.join(SHAPES_SOURCES)} (default: the config's)")
+    parser.add_argument("--data", default=None, help=DATA_HELP)
+    parser.add_argument("--on-error", choices=("raise", "skip"), default="raise", help=ON_ERROR_HELP)
     parser.add_argument("--output", "-o", default=None, help="output directory (default: runs/NAME)")
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help="epochs (OverFeat: of each stage); default: the config's")
@@ -174,6 +329,11 @@ def register(subparsers):
     parser.add_argument("--run-eagerly", action="store_true",
                         help="Faster R-CNN: run train steps eagerly (debugging; skips the tf.function trace, "
                              "which pays off for a few steps only)")
+    parser.add_argument("--save-every", type=positive_int, default=None, metavar="STEPS",
+                        help="back up the training state every STEPS steps (default: at each epoch's end)")
+    parser.add_argument("--strategy", choices=STRATEGY_NAMES, default="default",
+                        help="Faster R-CNN: tf.distribute strategy (multiworker reads TF_CONFIG; tpu: $TPU_NAME "
+                             "or the local TPU)")
     return parser
 
 
@@ -201,8 +361,10 @@ def _time_budget(seconds):
 def _command(args) -> str:
     parts = ["kerasdet", "train", args.config]
     for option in ("data", "output", "epochs", "steps", "batch_size", "max_images", "val_images", "minutes",
-                   "learning_rate", "weights", "image_size", "seed"):
+                   "learning_rate", "weights", "image_size", "seed", "on_error"):
         value = getattr(args, option)
+        if option == "on_error" and value == "raise":
+            continue  # the default
         if value is not None:
             flag = "--" + option.replace("_", "-")
             parts += [flag, *(str(v) for v in value)] if isinstance(value, list) else [flag, str(value)]
@@ -218,6 +380,8 @@ def _train_overrides(args, family) -> dict:
             overrides["epochs"] = args.epochs
     if args.run_eagerly and family != "faster_rcnn":
         raise ValueError("--run-eagerly is for Faster R-CNN configurations")
+    if getattr(args, "strategy", "default") != "default" and family != "faster_rcnn":
+        raise ValueError("--strategy is for Faster R-CNN configurations")
     if args.minutes is not None:
         if family != "faster_rcnn":
             raise ValueError("--minutes is for Faster R-CNN configurations; OverFeat trains by --epochs per stage")
@@ -235,55 +399,85 @@ def run(args) -> int:
 
     from kerasdet import zoo
     from kerasdet.metrics import evaluate_model
+    from kerasdet.training.checkpoint import atomic_save_weights
+    from kerasdet.training.distribute import make_strategy, worker_directory
     from kerasdet.zoo.api import _load
     from kerasdet.zoo.config import WeightsEntry, get_config
 
     config = get_config(args.config)
     config = config.with_train(_train_overrides(args, config.family), where="kerasdet train")
+    # Before any other TensorFlow op: MultiWorkerMirroredStrategy must configure the runtime.
+    strategy = make_strategy(args.strategy)
     recipe = config.train
     image_size = args.image_size or config.model["image_size"]
     output = args.output or os.path.join("runs", config.name)
     keras.utils.set_random_seed(recipe["seed"])
 
     batch = recipe["batch_size"]
-    train = _load_data(recipe["dataset"], "train", image_size=image_size, batch_size=batch,
+    source = recipe["dataset"]
+    train = _load_data(source, "train", image_size=image_size, batch_size=batch,
                        max_images=recipe["train_images"], training=config.family == "faster_rcnn",
-                       seed=recipe["seed"])
-    loaded = _load(config, num_classes=len(train.class_names), weights=args.weights, image_size=list(image_size))
+                       seed=recipe["seed"], on_error=args.on_error)
+    # The validation split is opened before training too, so a missing split or a bad
+    # annotation stops the command before it spends the training time.
+    val = None
+    if recipe["val_images"]:
+        val = _load_data(source, "validation", image_size=image_size, batch_size=8,
+                         max_images=recipe["val_images"], on_error=args.on_error)
+    num_classes = len(train.class_names)
+    if num_classes != config.model["num_classes"]:
+        shown = ", ".join(train.class_names[:8]) + (", ..." if num_classes > 8 else "")
+        print(f"{source} has {num_classes} classes ({shown}); building {config.name} with num_classes="
+              f"{num_classes} instead of the configuration's {config.model['num_classes']}")
+    with strategy.scope():  # variables of the model (and, in fit, the optimizer) are mirrored
+        loaded = _load(config, num_classes=num_classes, weights=args.weights, image_size=list(image_size))
     config = loaded.config
     # Only now that data, model and weights are known to be good.
     os.makedirs(os.path.join(output, "checkpoints"), exist_ok=True)
     if loaded.report is not None and loaded.report.reinitialized:
-        print(f"new class-dependent layers for {len(train.class_names)} classes: "
+        print(f"new class-dependent layers for {num_classes} classes: "
               f"{', '.join(loaded.report.reinitialized)}")
 
     start = time.perf_counter()
-    if config.family == "faster_rcnn":
-        _fit_faster_rcnn(loaded.model, train, recipe, args, output)
-    else:
-        _fit_overfeat(loaded.parts, train, recipe, args, output)
+    with graph_errors_as_value_errors(), strategy.scope():
+        if config.family == "faster_rcnn":
+            _fit_faster_rcnn(loaded.model, train, recipe, args, output)
+        else:
+            _fit_overfeat(loaded.parts, train, recipe, args, output)
     seconds = time.perf_counter() - start
 
     name = config.name
-    weights_path = os.path.join(output, f"{name}.weights.h5")
-    loaded.model.save_weights(weights_path)
+    # Every worker saves and evaluates (both can run collective ops); only the chief's files stay.
+    files = worker_directory(output, strategy)
+    weights_path = os.path.join(files, f"{name}.weights.h5")
+    atomic_save_weights(loaded.model, weights_path)
     metrics = {}
-    if recipe["val_images"]:
-        val = _load_data(recipe["dataset"], "validation", image_size=image_size, batch_size=8,
-                         max_images=recipe["val_images"])
-        result = evaluate_model(loaded.model, val.dataset, class_names=val.class_names)
+    if val is not None and files == output:  # the chief evaluates
+        model = loaded.model
+        if args.strategy != "default":
+            # A distributed model's predict gathers every worker's batch: evaluate a
+            # single-device copy of the trained model instead.
+            model = _load(config, num_classes=num_classes, weights=weights_path, image_size=list(image_size)).model
+        with graph_errors_as_value_errors():
+            result = evaluate_model(model, val.dataset, class_names=val.class_names)
         metrics = {k: round(float(result[k]), 4) for k in ("AP", "AP50", "AP75") if result[k] == result[k]}
     entry = WeightsEntry(
         name="trained", file=os.path.basename(weights_path), sha256=zoo.sha256_of(weights_path),
         classes=tuple(train.class_names), metrics=metrics,
-        dataset=f"{recipe['dataset']} validation ({recipe['val_images']} images)" if metrics else recipe["dataset"],
+        dataset=f"{recipe['dataset']} validation ({val.num_images or recipe['val_images']} images)" if metrics
+        else recipe["dataset"],
         command=_command(args),
     )
     trained = config.with_model({"num_classes": len(train.class_names)}).with_weights({"trained": entry})
-    config_path = os.path.join(output, f"{name}.yaml")
+    config_path = os.path.join(files, f"{name}.yaml")
     trained.dump(config_path)
+    if files != output:
+        shutil.rmtree(files, ignore_errors=True)
+        print(f"trained {name} as a non-chief worker; the chief writes the outputs to {output}")
+        return 0
 
-    print(f"trained {name} in {seconds / 60:.1f} min on {train.num_images} {recipe['dataset']} images"
+    count = "" if train.num_images is None else f"{train.num_images} "
+    print(f"trained {name} in {seconds / 60:.1f} min on {count}{recipe['dataset']} images"
           + (f"; validation {', '.join(f'{k} {v:.3f}' for k, v in metrics.items())}" if metrics else ""))
     print(f"weights: {weights_path}\nconfig:  {config_path} (kerasdet detect {config_path} IMAGE)")
     print("weights entry for a zoo YAML (copy the file into kerasdet/zoo/weights/):")
@@ -293,13 +487,12 @@ def run(args) -> int:
     return 0
 
 
-def _callbacks(output, stage):
-    import keras
+def _callbacks(output, stage, save_every=None):
+    from kerasdet.training.checkpoint import ResumableBackup, WeightsCheckpoint
 
     return [
-        keras.callbacks.ModelCheckpoint(os.path.join(output, "checkpoints", f"{stage}last.weights.h5"),
-                                        save_weights_only=True),
-        keras.callbacks.BackupAndRestore(os.path.join(output, "backup", stage or "model")),
+        WeightsCheckpoint(os.path.join(output, "checkpoints", f"{stage}last.weights.h5")),
+        ResumableBackup(os.path.join(output, "backup", stage or "model"), save_freq=save_every or "epoch"),
     ]
 
 
@@ -312,12 +505,16 @@ def _fit_faster_rcnn(model, train, recipe, args, output):
     else:
         optimizer = keras.optimizers.Adam(recipe["learning_rate"], clipnorm=recipe["clipnorm"])
     model.compile(optimizer=optimizer, run_eagerly=args.run_eagerly)
-    dataset = train.dataset.repeat() if args.steps else train.dataset
-    callbacks = _callbacks(output, "")
+    # One pass of a repeated dataset rather than a new pass per epoch: the shuffle order of
+    # every epoch then follows from the seed alone, so a resumed run reads on exactly where
+    # the interrupted one stopped (an unknown split size keeps per-epoch passes).
+    steps = args.steps or (train.num_images // recipe["batch_size"] if train.num_images else None)
+    dataset = train.dataset.repeat() if steps else train.dataset
+    callbacks = _callbacks(output, "", args.save_every)
     if recipe["minutes"]:
         callbacks.append(_time_budget(recipe["minutes"] * 60))
     # The dataset shuffles itself (`_load_data`); Keras cannot shuffle a tf.data.Dataset.
-    model.fit(dataset, epochs=recipe["epochs"], steps_per_epoch=args.steps, callbacks=callbacks, shuffle=False,
+    model.fit(dataset, epochs=recipe["epochs"], steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
               verbose=args.verbose)
 
 
@@ -325,6 +522,7 @@ def _fit_overfeat(parts, train, recipe, args, output):
     from kerasdet.analysis import spatial_geometry
     from kerasdet.data.crops import crop_dataset
     from kerasdet.models.overfeat import _architecture
+    from kerasdet.training.checkpoint import atomic_save_weights
     from kerasdet.training.overfeat import fit_classifier, fit_localizer
     from kerasdet.zoo import load_weights_by_name
 
@@ -348,10 +546,10 @@ def _fit_overfeat(parts, train, recipe, args, output):
         loc_targets = loc_targets[: args.steps * recipe["batch_size"]]
     if not len(crops) or not len(loc_crops):
         raise ValueError(
-            f"{train.num_images} training images gave {len(crops)} classifier and {len(loc_crops)} "
+            f"{len(examples)} training images gave {len(crops)} classifier and {len(loc_crops)} "
             "localizer crops; use more images"
         )
-    print(f"OverFeat: {train.num_images} images → {len(crops)} classifier crops, {len(loc_crops)} localizer crops")
+    print(f"OverFeat: {len(examples)} images → {len(crops)} classifier crops, {len(loc_crops)} localizer crops")
     done = os.path.join(output, "checkpoints", "after_classifier.weights.h5")
     if os.path.exists(done):
         # An interrupted run already finished stage 1: resume at the localizer.
@@ -361,11 +559,11 @@ def _fit_overfeat(parts, train, recipe, args, output):
         print("stage 1/2: classifier on window crops")
         fit_classifier(parts.classifier, crops, labels, epochs=recipe["classifier_epochs"],
                        batch_size=recipe["batch_size"], learning_rate=recipe["learning_rate"],
-                       seed=recipe["seed"], verbose=args.verbose, callbacks=_callbacks(output, "classifier_"))
-        parts.save_weights(done)
+                       seed=recipe["seed"], verbose=args.verbose, callbacks=_callbacks(output, "classifier_", args.save_every))
+        atomic_save_weights(parts.detector, done)  # a partial file would pass for a finished stage 1
     print("stage 2/2: box regressor on the frozen layers 1-5")
     fit_localizer(parts.localizer, loc_crops, loc_targets, window_center_x=center[1],
                   epochs=recipe["localizer_epochs"], batch_size=recipe["batch_size"],
                   learning_rate=recipe["learning_rate"], seed=recipe["seed"], verbose=args.verbose,
-                  callbacks=_callbacks(output, "localizer_"))
+                  callbacks=_callbacks(output, "localizer_", args.save_every))
     os.remove(done)  # the run is complete: a new run in this directory starts from stage 1

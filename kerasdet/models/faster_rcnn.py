@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from kerasdet.boxes import BoxCoder, clip_boxes
 from kerasdet.layers import AnchorGenerator, ConvFC, RoIPool, RPNHead
+from kerasdet.models import checks
 from kerasdet.models.backbones import build_backbone
 from kerasdet.models.proposals import ProposalLayer
 from kerasdet.postprocess.nms import NonMaxSuppression
@@ -313,10 +314,15 @@ class FasterRCNN(keras.Model):
 
     def compute_losses(self, images, ground_truth, training=True):
         """One forward pass of both stages on `images` with `ground_truth`; returns the dict
-        of scalar losses (`loss` = their sum, plus any regularization losses)."""
+        of scalar losses (`loss` = their sum, plus any regularization losses).
+
+        Bad inputs are one-line errors (`kerasdet.models.checks`): shapes and dtypes in
+        Python, box and class values in Python for eager values, else as graph assertions.
+        Boxes partly outside the image are clipped to it."""
+        checks.check_images(images, self.image_size, where=self.name)
+        gt_boxes, gt_classes = checks.check_ground_truth(ground_truth, self.num_classes, where=self.name, images=images)
+        gt_boxes = clip_boxes(gt_boxes, self.image_size)
         images = tf.cast(images, self.compute_dtype)
-        gt_boxes = tf.cast(ground_truth["boxes"], tf.float32)
-        gt_classes = tf.cast(ground_truth["classes"], tf.int32)
         rpn_seed, rcnn_seed = self._step_seeds()
 
         # By default the backbone runs in inference mode (frozen batch-norm statistics).
@@ -359,21 +365,65 @@ class FasterRCNN(keras.Model):
     def _update_trackers(self, losses):
         for name, tracker in self.loss_trackers.items():
             tracker.update_state(losses[name])
-        return {name: tracker.result() for name, tracker in self.loss_trackers.items()}
+        logs = {name: tracker.result() for name, tracker in self.loss_trackers.items()}
+        strategy = tf.distribute.get_strategy()
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode():
+            # Keras 3.15 averages step logs across workers with `reduce("MEAN", axis=0)`,
+            # which needs an axis (keras-team/keras#20585): give each replica's value one.
+            logs = {name: value[None] for name, value in logs.items()}
+        return logs
 
     def train_step(self, data):
         images, ground_truth, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             losses = self.compute_losses(images, ground_truth, training=True)
-            scaled = self.optimizer.scale_loss(losses["loss"])
+            # Under tf.distribute each replica's loss is the mean over its own shard and the
+            # optimizer sums the replicas' gradients: divide by the replica count so a step
+            # is that of the global-batch mean (as Keras's built-in train_step does).
+            total = losses["loss"]
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            if replicas > 1:
+                total = total / replicas
+            scaled = self.optimizer.scale_loss(total)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)
         return self._update_trackers(losses)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a distribution strategy Keras 3.15 first takes a batch off the input and
+        # reduces it across replicas to read its shapes, which fails under
+        # MultiWorkerMirroredStrategy (keras-team/keras#20585). This model is built by its
+        # constructor and compiles no losses or metrics: the build needs no data, only the
+        # optimizer's variables, created in the strategy's scope (not inside a replica).
+        built = all(layer.built for layer in self._flatten_layers())
+        if self._distribute_strategy is None or not built or self._compile_loss or self._compile_metrics:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=None)
+
     def test_step(self, data):
         images, ground_truth, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self._update_trackers(self.compute_losses(images, ground_truth, training=False))
+
+    # --- input checks (kerasdet.models.checks): one-line errors before any graph runs ------
+
+    def __call__(self, *args, **kwargs):
+        if args:
+            checks.check_images(args[0], self.image_size, where=self.name)
+        return super().__call__(*args, **kwargs)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        checks.check_arrays(self, x, y, kwargs.get("validation_data"))
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        checks.check_arrays(self, x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        checks.check_arrays(self, x)
+        return super().predict(x, *args, **kwargs)
 
     # --- serialization --------------------------------------------------------------------
 

@@ -132,6 +132,10 @@ def overfeat_detector(
         max_detections: rows of the output dict.
         max_candidates: at most this many thresholded boxes (highest scores) enter the merge.
 
+    Raises:
+        ValueError: a scale that resizes the image below the window. Calling the model on
+            images that are not `[B, H, W, 3]` is Keras's one-line input-spec error.
+
     Returns:
         A functional model: images float32 `[B, H, W, 3]` (0–255 RGB) → the detections dict
         (`boxes [B, D, 4]`, `scores [B, D]`, `classes [B, D]`, `num_detections [B]`). With
@@ -172,9 +176,11 @@ def overfeat_detector(
     if len(candidates) == 1:
         boxes, scores, classes = candidates[0]
     else:
-        boxes = keras.layers.Concatenate(axis=1, name="all_boxes")([c[0] for c in candidates])
-        scores = keras.layers.Concatenate(axis=1, name="all_scores")([c[1] for c in candidates])
-        classes = keras.layers.Concatenate(axis=1, name="all_classes")([c[2] for c in candidates])
+        # float32 layers: under a mixed-precision policy a default Concatenate would cast the
+        # decoded boxes and scores to the compute dtype (bfloat16 keeps 8 bits: 0.5 px at 100).
+        boxes = keras.layers.Concatenate(axis=1, name="all_boxes", dtype="float32")([c[0] for c in candidates])
+        scores = keras.layers.Concatenate(axis=1, name="all_scores", dtype="float32")([c[1] for c in candidates])
+        classes = keras.layers.Concatenate(axis=1, name="all_classes", dtype="float32")([c[2] for c in candidates])
     if merge == "greedy":
         detections = GreedyMerge(
             match_threshold=match_threshold, score_threshold=score_threshold,
@@ -188,7 +194,12 @@ def overfeat_detector(
             max_detections=max_detections, max_candidates=max_candidates, name="nms",
         )(boxes, one_hot)
     arch_name = arch if isinstance(arch, str) else "custom"
-    return keras.Model(inputs, detections, name=name or f"overfeat_{arch_name}_detector")
+    model = keras.Model(inputs, detections, name=name or f"overfeat_{arch_name}_detector")
+    # A strict input spec, so a wrong input is Keras's one-line "expected shape=(None, H, W,
+    # 3), found shape=..." error: the default spec of a functional model squeezes a last
+    # axis of 1 and would let a 1-channel image through (broadcast to 3 by normalization).
+    model.input_spec = keras.layers.InputSpec(shape=(None, height, width, 3), name="images")
+    return model
 
 
 @keras.saving.register_keras_serializable(package="kerasdet")

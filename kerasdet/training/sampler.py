@@ -28,6 +28,16 @@ def _seed_tensor(seed) -> tf.Tensor:
     return tf.cast(seed, tf.int32)
 
 
+def _replica_row_offset(batch):
+    """Rows of the global batch before this replica's shard: `replica_id · batch` inside
+    `strategy.run` with several replicas (equal shards, as `fit` makes them), else 0."""
+    strategy = tf.distribute.get_strategy()
+    context = tf.distribute.get_replica_context()
+    if context is None or strategy.num_replicas_in_sync == 1:
+        return tf.constant(0, tf.int32)
+    return tf.cast(context.replica_id_in_sync_group, tf.int32) * batch
+
+
 def _draw(labels, num_samples, positive_fraction, seed):
     """Picks the sampled entries: `(positive_picks, negative_picks)` masks `[B, A + S]`.
 
@@ -38,7 +48,11 @@ def _draw(labels, num_samples, positive_fraction, seed):
     batch = tf.shape(labels)[0]
     labels = tf.pad(labels, [[0, 0], [0, num_samples]], constant_values=-1)
     width = tf.shape(labels)[1]
-    keys = tf.random.stateless_uniform(tf.shape(labels), seed=_seed_tensor(seed))
+    # Keys for this shard's rows of the global batch: a counter-based (Philox) stream's first
+    # rows do not depend on how many rows are drawn, so replica r of a tf.distribute run
+    # samples exactly what a single device sampling the whole global batch would.
+    offset = _replica_row_offset(batch)
+    keys = tf.random.stateless_uniform(tf.stack([offset + batch, width]), seed=_seed_tensor(seed))[offset:]
     positive, negative = labels == 1, labels == 0
     num_positive = tf.minimum(tf.reduce_sum(tf.cast(positive, tf.int32), axis=1), max_positives)
     num_negative = tf.minimum(tf.reduce_sum(tf.cast(negative, tf.int32), axis=1), num_samples - num_positive)
@@ -68,7 +82,10 @@ def sample_balanced(labels, num_samples: int = 256, positive_fraction: float = 0
     RPN: 256 anchors with up to 1:1 positives:negatives.
 
     Deterministic given `seed` (stateless RNG): pass a different seed per step (e.g.
-    `tf.stack([base_seed, step])`) to draw different anchors each step.
+    `tf.stack([base_seed, step])`) to draw different anchors each step. Inside a
+    `tf.distribute` replica, image `i` of replica `r` (shards of `B` images) draws what row
+    `r·B + i` of the global batch would, so replicas sample independently and exactly as one
+    device training on the whole global batch.
 
     Args:
         labels: int `[B, A]` in {1, 0, -1}, e.g. from `Matcher`.

@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 import urllib.parse
@@ -232,12 +233,33 @@ def _weights_h5(path, stack: contextlib.ExitStack) -> h5py.File:
                 with open(os.path.join(tmp, "model.weights.h5"), "wb") as dst:
                     shutil.copyfileobj(src, dst)
         except (zipfile.BadZipFile, KeyError) as error:
-            raise WeightsError(f"{path!r} is not a Keras 3 .keras archive with weights ({error})") from None
-        path = os.path.join(tmp, "model.weights.h5")
+            raise WeightsError(
+                f"{path!r} is not a Keras 3 .keras archive with weights, or it is truncated ({error}); "
+                "expected a complete file written by model.save"
+            ) from None
+        inner = os.path.join(tmp, "model.weights.h5")
+        try:
+            return stack.enter_context(h5py.File(inner, "r"))
+        except OSError as error:
+            raise WeightsError(f"{path!r}: its model.weights.h5 is {_h5_problem(error)}") from None
     try:
         return stack.enter_context(h5py.File(path, "r"))
     except OSError as error:
-        raise WeightsError(f"{path!r} is not a readable .weights.h5 file ({error})") from None
+        raise WeightsError(f"weights file {path!r} is {_h5_problem(error)}") from None
+
+
+def _h5_problem(error: OSError) -> str:
+    """What is wrong with an HDF5 file h5py cannot open, in words (HDF5 reports a
+    truncated file as `truncated file: eof = N, ..., stored_eof = M`)."""
+    text = " ".join(str(error).split())
+    truncated = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+    if truncated:
+        have, want = (int(v) for v in truncated.groups())
+        return (
+            f"truncated: {have:,} of its {want:,} bytes (an interrupted download or copy?); "
+            "expected a complete .weights.h5 file"
+        )
+    return f"not a readable .weights.h5 file ({text}); expected a file written by model.save_weights"
 
 
 def weights_by_name(h5: h5py.File) -> dict:
@@ -326,8 +348,19 @@ def load_weights_by_name(model, path, *, class_layers=(), allow_class_mismatch=F
                 f"weights file {os.fspath(path)!r} does not fit model {model.name!r}: layer {key!r} "
                 f"has shapes {file_shapes} in the file, the model expects {shapes}{hint}"
             )
-        for _, layer, values in plan:
-            layer.load_own_variables({str(i): d[()] for i, d in enumerate(values)})
+        # Read every array before assigning any, so a file that is damaged inside leaves
+        # the model untouched.
+        arrays = []
+        for key, layer, values in plan:
+            try:
+                arrays.append((layer, {str(i): d[()] for i, d in enumerate(values)}))
+            except OSError as error:
+                raise WeightsError(
+                    f"weights file {os.fspath(path)!r} is damaged: the weights of layer {key!r} cannot "
+                    f"be read ({' '.join(str(error).split())})"
+                ) from None
+        for layer, stored_arrays in arrays:
+            layer.load_own_variables(stored_arrays)
     return LoadReport(loaded=tuple(key for key, _, _ in plan), reinitialized=tuple(skipped))
 
 

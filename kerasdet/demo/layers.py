@@ -1,11 +1,11 @@
-"""`kerasdet demo`: the foundation layers end to end, and their TFLite export.
+"""`kerasdet demo --layers`: the foundation layers end to end, and their TFLite export.
 
-Until the model zoo lands, the demo assembles a small, untrained two-stage graph from the
-public layers — backbone convs → `RPNHead` on `AnchorGenerator` anchors → top-k proposals →
-`RoIPool` / `RoIAlign` → `ConvFC` head → per-class NMS and OverFeat greedy merge — runs it
-on a synthetic image, converts it to TFLite with builtin ops only and checks that LiteRT
-returns the same detections. The weights are random: the detections show the plumbing,
-not accuracy.
+The demo assembles a small, untrained two-stage graph from the public layers — backbone
+convs → `RPNHead` on `AnchorGenerator` anchors → top-k proposals → `RoIPool` / `RoIAlign` →
+`ConvFC` head → per-class NMS and OverFeat greedy merge — runs it on a synthetic image,
+converts it to TFLite with builtin ops only and checks that LiteRT returns the same
+detections. The weights are random: the detections show the plumbing, not accuracy (the
+trained detector is `kerasdet demo` without `--layers`, in `kerasdet.demo.detector`).
 """
 
 from __future__ import annotations
@@ -109,8 +109,8 @@ def synthetic_image(image_size, seed: int = 0) -> np.ndarray:
 _MIN_IMAGE_SIDE = 64
 
 
-def run_demo(image_size=(320, 480), output=None, seed: int = 0) -> int:
-    """Runs the demo; prints a report; returns 0 when TFLite agrees with Keras, else 1."""
+def run_layers_demo(image_size=(320, 480), output=None, seed: int = 0) -> int:
+    """Runs the layers demo; prints a report; returns 0 when TFLite agrees with Keras, else 1."""
     from ai_edge_litert.interpreter import Interpreter
 
     if len(image_size) != 2 or not all(int(v) == v and v >= _MIN_IMAGE_SIDE for v in image_size):
