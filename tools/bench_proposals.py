@@ -151,6 +151,7 @@ def build_rpn(args):
     anchors = AnchorGenerator(sizes=sizes, aspect_ratios=(0.5, 1.0, 2.0), stride=args.backbone_stride)
     model = FasterRCNN(
         len(CLASS_NAMES), backbone="tiny", backbone_stride=args.backbone_stride, anchor_generator=anchors,
+        backbone_batch_norm=args.batch_norm,
         image_size=tuple(args.image_size), head_units=(256, 256),
         proposal_layer=ProposalLayer(pre_nms_top_k_train=2000, post_nms_top_k_train=256,
                                      pre_nms_top_k_test=args.pre_nms_top_k, post_nms_top_k_test=args.top),
@@ -197,6 +198,7 @@ def main(argv=None):
     parser.add_argument("--train-image-size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"),
                         help="image size the weights were trained at (sets the default anchor sizes)")
     parser.add_argument("--backbone-stride", type=int, default=16, choices=(8, 16))
+    parser.add_argument("--batch-norm", action="store_true", help="the tiny backbone with batch norm (as trained)")
     parser.add_argument("--anchor-sizes", type=float, nargs="+", default=None,
                         help="as given to the training run (default: the model's for --train-image-size)")
     parser.add_argument("--pre-nms-top-k", type=int, default=6000)

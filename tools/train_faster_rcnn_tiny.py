@@ -102,6 +102,8 @@ def main(argv=None):
     parser.add_argument("--backbone-stride", type=int, default=16, choices=(8, 16))
     parser.add_argument("--anchor-sizes", type=float, nargs="+", default=None,
                         help="anchor sizes in pixels (default: the model's, from the image size)")
+    parser.add_argument("--keep-cross-boundary", action="store_true",
+                        help="train the RPN on anchors crossing the image border too")
     parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the time budget")
     parser.add_argument("--batch-norm", action="store_true", help="tiny backbone with batch norm, trained")
     parser.add_argument("--output", default=None, help="write the trained weights here (.weights.h5)")
@@ -115,6 +117,7 @@ def main(argv=None):
     model = FasterRCNN(
         len(CLASS_NAMES), backbone="tiny", backbone_stride=args.backbone_stride, anchor_generator=anchors,
         backbone_batch_norm=args.batch_norm, train_backbone_batch_norm=args.batch_norm,
+        rpn_ignore_cross_boundary=not args.keep_cross_boundary,
         image_size=(256, 256), head_units=(256, 256),
         rpn_batch_size=256, rcnn_batch_size=128,
         proposal_layer=ProposalLayer(pre_nms_top_k_train=2000, post_nms_top_k_train=256,

@@ -198,6 +198,11 @@ class FasterRCNN(keras.Model):
         score_threshold, nms_iou, max_detections: per-class NMS of the detections.
         rpn_batch_size, rpn_positive_fraction: RPN anchor sampling (256, 0.5).
         rcnn_batch_size, rcnn_positive_fraction: RoI sampling (512, 0.25; gt boxes added).
+        rpn_ignore_cross_boundary: leave anchors that cross the image border out of the RPN
+            loss (the paper's choice, default). On small images most large anchors cross
+            the border; ignored in training, their objectness stays untrained yet they still
+            make (clipped) proposals at test time — turn this off there (torchvision keeps
+            every anchor).
         seed: base seed of the (stateless) samplers; step `t` uses `(seed, 2t)` for the RPN
             and `(seed, 2t + 1)` for the RoIs, `t` = the optimizer's iteration counter.
 
@@ -230,6 +235,7 @@ class FasterRCNN(keras.Model):
         rpn_positive_fraction=0.5,
         rcnn_batch_size=512,
         rcnn_positive_fraction=0.25,
+        rpn_ignore_cross_boundary=True,
         seed=0,
         **kwargs,
     ):
@@ -297,6 +303,7 @@ class FasterRCNN(keras.Model):
         self.rpn_positive_fraction = float(rpn_positive_fraction)
         self.rcnn_batch_size = int(rcnn_batch_size)
         self.rcnn_positive_fraction = float(rcnn_positive_fraction)
+        self.rpn_ignore_cross_boundary = bool(rpn_ignore_cross_boundary)
         self.seed = int(seed)
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
 
@@ -332,7 +339,7 @@ class FasterRCNN(keras.Model):
         targets = rpn_targets(
             anchors, gt_boxes, gt_classes, self.image_size,
             num_samples=self.rpn_batch_size, positive_fraction=self.rpn_positive_fraction,
-            ignore_cross_boundary=True, seed=rpn_seed,
+            ignore_cross_boundary=self.rpn_ignore_cross_boundary, seed=rpn_seed,
         )
         rpn_objectness, rpn_box = rpn_losses(targets, rpn["objectness_logits"], rpn["box_deltas"])
 
@@ -397,7 +404,8 @@ class FasterRCNN(keras.Model):
         # constructor and compiles no losses or metrics: the build needs no data, only the
         # optimizer's variables, created in the strategy's scope (not inside a replica).
         built = all(layer.built for layer in self._flatten_layers())
-        if self._distribute_strategy is None or not built or self._compile_loss or self._compile_metrics:
+        compiled_extras = self._compile_loss is not None or self._compile_metrics is not None
+        if self._distribute_strategy is None or not built or compiled_extras:
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=None)
@@ -449,6 +457,7 @@ class FasterRCNN(keras.Model):
             "rpn_positive_fraction": self.rpn_positive_fraction,
             "rcnn_batch_size": self.rcnn_batch_size,
             "rcnn_positive_fraction": self.rcnn_positive_fraction,
+            "rpn_ignore_cross_boundary": self.rpn_ignore_cross_boundary,
             "seed": self.seed,
         }
 

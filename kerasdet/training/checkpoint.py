@@ -162,12 +162,13 @@ class WeightsCheckpoint(keras.callbacks.Callback):
         self._batches = 0
 
     def _save(self):
-        directory = worker_directory(os.path.dirname(self.filepath) or ".", self.model.distribute_strategy)
-        if directory == (os.path.dirname(self.filepath) or "."):
+        strategy = self.model.distribute_strategy
+        if is_chief(strategy):
             atomic_save_weights(self.model, self.filepath)
-        else:
-            atomic_save_weights(self.model, os.path.join(directory, os.path.basename(self.filepath)))
-            _remove_tree(directory)
+            return
+        temp = worker_directory(os.path.dirname(self.filepath), strategy)
+        atomic_save_weights(self.model, os.path.join(temp, os.path.basename(self.filepath)))
+        _remove_tree(temp)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.save_freq == "epoch":

@@ -85,6 +85,7 @@ def build_faster_rcnn(config: ZooConfig, num_classes: int, *, backbone_weights=N
         rpn_positive_fraction=m["rpn_positive_fraction"],
         rcnn_batch_size=m["rcnn_batch_size"],
         rcnn_positive_fraction=m["rcnn_positive_fraction"],
+        rpn_ignore_cross_boundary=m["rpn_ignore_cross_boundary"],
         seed=m["seed"],
         name=config.name,
     )

@@ -310,6 +310,7 @@ FASTER_RCNN_MODEL = {
     "rpn_positive_fraction": Field("number", 0.5, minimum=0.0, maximum=1.0),
     "rcnn_batch_size": Field("int", 512, minimum=1, doc="RoIs sampled per image"),
     "rcnn_positive_fraction": Field("number", 0.25, minimum=0.0, maximum=1.0),
+    "rpn_ignore_cross_boundary": Field("bool", True, doc="leave border-crossing anchors out of the RPN loss"),
     "seed": Field("int", 0, minimum=0, doc="sampler seed"),
 }
 
