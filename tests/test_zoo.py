@@ -95,7 +95,9 @@ def test_shipped_yaml_parses_and_validates(name):
 def test_tiny_configs_match_the_training_recipes():
     frcnn = zoo.get_config("faster_rcnn_tiny").model
     assert frcnn["image_size"] == [256, 256] and frcnn["head_units"] == [256, 256]
-    assert frcnn["anchors"] == {"stride": 16, "sizes": [32.0, 64.0, 128.0], "aspect_ratios": [0.5, 1.0, 2.0]}
+    # The recipe's --anchor-sizes 16 32 64 128 (the bundled weights' command).
+    assert frcnn["anchors"] == {"stride": 16, "sizes": [16.0, 32.0, 64.0, 128.0], "aspect_ratios": [0.5, 1.0, 2.0]}
+    assert frcnn["rpn_ignore_cross_boundary"] is False and frcnn["backbone_batch_norm"] is True
     assert frcnn["proposals"]["post_nms_top_k_train"] == 256 and frcnn["rcnn_batch_size"] == 128
     overfeat = zoo.get_config("overfeat_tiny")
     assert overfeat.model["scales"] == [0.6, 0.85, 1.2, 1.7, 2.4, 3.4]
@@ -112,7 +114,8 @@ def test_info_reports_parameters_and_weights(tmp_path):
     entry = record["weights"]["mine"]
     assert entry["classes"] == SHAPES and entry["num_classes"] == 5 and entry["metrics"] == {"AP50": 0.91}
     assert entry["available"] is False and entry["source"] == str(tmp_path / "mine.weights.h5")
-    assert zoo.info("overfeat_tiny")["weights"] == {}
+    assert zoo.info("faster_rcnn_mobilenetv2")["weights"] == {}
+    assert zoo.info("overfeat_tiny")["weights"]["shapes"]["available"] is True
 
 
 @pytest.mark.parametrize(
