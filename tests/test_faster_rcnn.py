@@ -1,6 +1,7 @@
 """FasterRCNN: detections from a call, training with fit, losses, saving (tiny backbone, 128×128)."""
 
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -130,3 +131,11 @@ def test_invalid_arguments():
         FasterRCNN(0, image_size=SIZE)
     with pytest.raises(ValueError, match="valid names"):
         FasterRCNN(2, backbone="alexnet", image_size=SIZE)
+
+
+def test_image_size_not_a_multiple_of_the_stride_warns():
+    with pytest.warns(UserWarning, match=r"image_size \(120, 120\) is not a multiple of the backbone stride 16.*\(128, 128\)"):
+        FasterRCNN(3, backbone="tiny", image_size=(120, 120), head_units=(16, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FasterRCNN(3, backbone="tiny", image_size=(128, 128), head_units=(16, 16))
