@@ -2,6 +2,7 @@
 
 import importlib.util
 import pathlib
+import sys
 
 import keras
 import numpy as np
@@ -16,6 +17,10 @@ _TOOLS = pathlib.Path(__file__).resolve().parent.parent / "tools"
 
 
 def _load(name):
+    # The benchmarks import their shared `tools/timing.py` as a sibling module, which works
+    # when run as scripts (`python tools/x.py` puts tools/ on the path).
+    if str(_TOOLS) not in sys.path:
+        sys.path.insert(0, str(_TOOLS))
     spec = importlib.util.spec_from_file_location(name, _TOOLS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

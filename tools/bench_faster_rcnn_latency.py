@@ -49,6 +49,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from timing import time_interleaved  # noqa: E402  (tools/timing.py)
 
 import kerasdet  # noqa: E402,F401  (TF backend)
 from kerasdet.analysis import count_flops  # noqa: E402
@@ -120,23 +121,6 @@ def flops_by_stage(model, image_size):
 
 
 # --- timing --------------------------------------------------------------------------------
-
-
-def time_interleaved(functions, runs, warmup):
-    """Per function, the list of `runs` timings (seconds); one call of each per round,
-    rotating the order."""
-    for fn in functions.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in functions}
-    names = list(functions)
-    for i in range(runs):
-        order = names[i % len(names):] + names[: i % len(names)]
-        for name in order:
-            start = time.perf_counter()
-            functions[name]()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def matmul_peak(size=2048, runs=10, summary=statistics.median):

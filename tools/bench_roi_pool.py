@@ -31,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from timing import time_interleaved  # noqa: E402  (tools/timing.py)
 
 from kerasdet.layers import roi_pool as roi_pool_module  # noqa: E402
 from kerasdet.layers._roi_utils import channel_groups, one_group_at_a_time  # noqa: E402
@@ -81,22 +82,6 @@ def table_build_only(features, rois, pool=7, spatial_scale=1 / 16):
     return tf.add_n(samples)
 
 
-def time_interleaved(functions, runs, warmup):
-    """Median seconds per function; one call of each per round, rotating the order."""
-    for fn in functions.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in functions}
-    names = list(functions)
-    for i in range(runs):
-        order = names[i % len(names) :] + names[: i % len(names)]
-        for name in order:
-            start = time.perf_counter()
-            functions[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def tflite_latency(layer, features, rois, runs, threads=2):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -144,7 +129,7 @@ def main():
         name: (lambda fn=fn: tf.nest.map_structure(lambda t: t.numpy(), fn(features, rois)))
         for name, fn in graphs.items()
     }
-    medians = time_interleaved(functions, args.runs, args.warmup)
+    medians = {name: statistics.median(t) for name, t in time_interleaved(functions, args.runs, args.warmup).items()}
 
     print(
         f"RoI pooling, {args.rois} RoIs -> 7x7, features [1, {', '.join(map(str, args.shape))}] "
