@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from kerasdet.data.shapes import make_example
+from kerasdet.demo import check_parity
 from kerasdet.export import BuiltinOpsError, export, read_metadata, tflite_op_names
 from kerasdet.lite import TFLiteDetector
 from kerasdet.models import FasterRCNN, ProposalLayer, overfeat_classifier
@@ -21,7 +22,6 @@ from kerasdet.models.overfeat_localizer import overfeat_localizer
 
 SIZE = (128, 128)
 CLASS_NAMES = ["circle", "square", "triangle"]
-PARITY_MIN_SCORE = 0.3
 
 
 # --- models ------------------------------------------------------------------------------
@@ -97,40 +97,13 @@ def sample_images(count=3, size=SIZE):
 # --- comparisons ---------------------------------------------------------------------------
 
 
-def iou(a, b):
-    y1, x1 = np.maximum(a[0], b[0]), np.maximum(a[1], b[1])
-    y2, x2 = np.minimum(a[2], b[2]), np.minimum(a[3], b[3])
-    inter = max(0.0, y2 - y1) * max(0.0, x2 - x1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def matches(expected, got, min_score=PARITY_MIN_SCORE, min_iou=0.9, max_score_diff=0.02):
-    """For every expected detection with score ≥ min_score: whether `got` has a detection
-    of its class with IoU ≥ min_iou and |Δscore| ≤ max_score_diff, and a description.
-    Both arguments: dicts of `[n, ...]` arrays."""
-    found = []
-    for box, score, cls in zip(expected["boxes"], expected["scores"], expected["classes"]):
-        if score < min_score:
-            continue
-        candidates = [
-            (iou(box, other), abs(score - other_score))
-            for other, other_score, other_cls in zip(got["boxes"], got["scores"], got["classes"])
-            if other_cls == cls
-        ]
-        ok = any(o >= min_iou and d <= max_score_diff for o, d in candidates)
-        found.append((ok, f"class {cls} score {score:.3f} box {np.round(box, 1)}; candidates (IoU, Δscore) "
-                          f"{[(round(float(o), 3), round(float(d), 3)) for o, d in candidates]}"))
-    return found
-
-
-def assert_parity(expected, got, **kwargs):
-    """Every expected detection with score ≥ 0.3 has its match (see `matches`); returns
-    the number compared."""
-    found = matches(expected, got, **kwargs)
-    missing = [text for ok, text in found if not ok]
-    assert not missing, "no match for " + "\n".join(missing)
-    return len(found)
+def assert_parity(expected, got):
+    """Every expected detection with score ≥ 0.3 has a detection of its class in `got` with
+    IoU ≥ 0.9 and |Δscore| ≤ 0.02 (the issue's rule, `kerasdet.demo.check_parity`); returns
+    the number compared. Both arguments: dicts of `[n, ...]` arrays of one image."""
+    report = check_parity([expected], [got])
+    assert report.matched == report.compared, "no match for " + "\n".join(report.failures)
+    return report.compared
 
 
 def rows(batch_outputs, i=0):
@@ -361,11 +334,12 @@ def test_float16_and_dynamic_int8_are_smaller_and_close(frcnn, frcnn_tflite, wor
         assert os.path.getsize(path) < max_ratio * float_size, (quantization, os.path.getsize(path), float_size)
         assert read_metadata(path)["quantization"] == quantization
         detector = TFLiteDetector(path)
-        found = [ok for image, want in zip(images, expected) for ok, _ in matches(want, detector.detect(image))]
+        report = check_parity(expected, [detector.detect(image) for image in images])
         # float16 weights are widened back to float32 on CPU: the same detections. int8
         # weights move the sharpened test model's scores enough to reorder a few NMS
         # survivors.
-        assert len(found) > 0 and np.mean(found) >= min_matched, (quantization, np.mean(found))
+        fraction = report.matched / max(report.compared, 1)
+        assert report.compared > 0 and fraction >= min_matched, (quantization, fraction)
 
 
 def test_int8_keeps_box_arithmetic_float(frcnn, workdir):
