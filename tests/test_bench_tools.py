@@ -97,3 +97,28 @@ def test_roi_head_flops(latency_tool):
     head.build((None, 300, 7, 7, 4))
     per_roi = 2 * (7 * 7 * 4 * 16 + 16 * 8 + 8 * 6 + 8 * 20)
     assert latency_tool.roi_head_flops(head, 300) == 300 * per_roi
+
+
+@pytest.fixture(scope="module")
+def train_tool():
+    return _load("train_faster_rcnn_tiny")
+
+
+def test_random_flip_mirrors_boxes_and_keeps_padding(train_tool):
+    import tensorflow as tf
+
+    image = np.zeros([8, 10, 3], np.float32)
+    image[2:4, 1:3] = 255.0  # a patch at x 1..3 → mirrored to x 7..9
+    gt = {"boxes": np.array([[2, 1, 4, 3], [0, 0, 0, 0]], np.float32), "classes": np.array([1, -1], np.int32)}
+    flips = set()
+    for seed in range(12):
+        tf.random.set_seed(seed)
+        out_image, out_gt = train_tool.random_flip(tf.constant(image), gt, width=10)
+        out_image, boxes = out_image.numpy(), out_gt["boxes"].numpy()
+        np.testing.assert_array_equal(boxes[1], [0, 0, 0, 0])  # padding row untouched
+        np.testing.assert_array_equal(out_gt["classes"], gt["classes"])
+        y1, x1, y2, x2 = boxes[0].astype(int)
+        # The box still frames exactly the bright patch.
+        assert out_image[y1:y2, x1:x2].min() == 255.0 and out_image.sum() == 255.0 * 4 * 3
+        flips.add(bool(x1 == 7))
+    assert flips == {True, False}

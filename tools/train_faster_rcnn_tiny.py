@@ -35,6 +35,17 @@ def arrays(split, count, max_boxes=8):
     return images, {"boxes": boxes, "classes": classes}
 
 
+def random_flip(image, gt, width):
+    """Mirrors one image and its (padded) boxes left-right with probability ½."""
+    flip = tf.random.uniform([]) < 0.5
+    y1, x1, y2, x2 = tf.unstack(gt["boxes"], axis=-1)
+    flipped = tf.stack([y1, width - x2, y2, width - x1], axis=-1)
+    # Padding rows (class −1) keep their zeros so they stay recognisable as padding.
+    flipped = tf.where((gt["classes"] >= 0)[:, None], flipped, gt["boxes"])
+    return (tf.where(flip, image[:, ::-1], image),
+            {"boxes": tf.where(flip, flipped, gt["boxes"]), "classes": gt["classes"]})
+
+
 def evaluate(model, images, gt, batch_size=16):
     evaluator = COCOEvaluator(class_names=CLASS_NAMES)
     for k in range(0, len(images), batch_size):
@@ -106,6 +117,9 @@ def main(argv=None):
                         help="train the RPN on anchors crossing the image border too")
     parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay over the time budget")
     parser.add_argument("--batch-norm", action="store_true", help="tiny backbone with batch norm, trained")
+    parser.add_argument("--rcnn-batch-size", type=int, default=128, help="RoIs sampled per image for the head")
+    parser.add_argument("--nms-iou", type=float, default=0.5, help="per-class NMS IoU of the detections")
+    parser.add_argument("--flip", action="store_true", help="random horizontal flips of the training images")
     parser.add_argument("--output", default=None, help="write the trained weights here (.weights.h5)")
     args = parser.parse_args(argv)
 
@@ -119,14 +133,17 @@ def main(argv=None):
         backbone_batch_norm=args.batch_norm, train_backbone_batch_norm=args.batch_norm,
         rpn_ignore_cross_boundary=not args.keep_cross_boundary,
         image_size=(256, 256), head_units=(256, 256),
-        rpn_batch_size=256, rcnn_batch_size=128,
+        rpn_batch_size=256, rcnn_batch_size=args.rcnn_batch_size, nms_iou=args.nms_iou,
         proposal_layer=ProposalLayer(pre_nms_top_k_train=2000, post_nms_top_k_train=256,
                                      pre_nms_top_k_test=1000, post_nms_top_k_test=100),
         seed=args.seed,
     )
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate, clipnorm=10.0))
     ds = (tf.data.Dataset.from_tensor_slices((train_images, train_gt))
-          .shuffle(len(train_images), seed=args.seed).batch(args.batch_size, drop_remainder=True)
+          .shuffle(len(train_images), seed=args.seed))
+    if args.flip:
+        ds = ds.map(lambda image, gt: random_flip(image, gt, width=256), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = (ds.batch(args.batch_size, drop_remainder=True)
           .prefetch(tf.data.AUTOTUNE))
     budget = TimeBudget(args.minutes * 60)
     curve = CurveCallback(val_images[:100], {k: v[:100] for k, v in val_gt.items()}, budget)
