@@ -11,7 +11,6 @@ subset) and the final COCO table on the whole validation split.
 from __future__ import annotations
 
 import argparse
-import time
 
 import keras
 import numpy as np
@@ -22,6 +21,7 @@ from kerasdet.data.shapes import CLASS_NAMES, make_example
 from kerasdet.layers import AnchorGenerator
 from kerasdet.metrics import COCOEvaluator
 from kerasdet.models import FasterRCNN, ProposalLayer
+from kerasdet.training.budget import CosineOverBudget, TimeBudget
 
 
 def arrays(split, count, max_boxes=8):
@@ -52,41 +52,6 @@ def evaluate(model, images, gt, batch_size=16):
         detections = model.predict_on_batch(images[k : k + batch_size])
         evaluator.update({key: v[k : k + batch_size] for key, v in gt.items()}, detections)
     return evaluator.result(), evaluator.summary
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training once `seconds` of training time have passed (checked every batch)."""
-
-    def __init__(self, seconds):
-        super().__init__()
-        self.seconds = seconds
-        self.elapsed = 0.0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.elapsed += time.perf_counter() - self._start
-        if self.elapsed >= self.seconds:
-            self.model.stop_training = True
-
-
-class CosineOverBudget(keras.callbacks.Callback):
-    """Cosine learning-rate decay over the wall-clock budget (the number of steps that fit
-    in the budget is not known in advance): lr = base · ½(1 + cos(π · elapsed / budget)),
-    after a linear warm-up over the first `warmup` steps."""
-
-    def __init__(self, budget, base_lr, warmup=100):
-        super().__init__()
-        self.budget, self.base_lr, self.warmup = budget, base_lr, warmup
-        self.step = 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        progress = min(1.0, self.budget.elapsed / self.budget.seconds)
-        lr = self.base_lr * 0.5 * (1.0 + np.cos(np.pi * progress))
-        lr *= min(1.0, (self.step + 1) / self.warmup)
-        self.model.optimizer.learning_rate.assign(lr)
-        self.step += 1
 
 
 class CurveCallback(keras.callbacks.Callback):
@@ -149,7 +114,7 @@ def main(argv=None):
     curve = CurveCallback(val_images[:100], {k: v[:100] for k, v in val_gt.items()}, budget)
     callbacks = [budget, curve]
     if args.cosine:
-        callbacks.insert(1, CosineOverBudget(budget, args.learning_rate))
+        callbacks.insert(1, CosineOverBudget(budget, args.learning_rate, warmup=100))
     history = model.fit(ds, epochs=args.epochs, callbacks=callbacks, verbose=2)
     if args.output:
         model.save_weights(args.output)

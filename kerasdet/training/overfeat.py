@@ -41,7 +41,7 @@ def _dataset(crops, y, batch_size, seed, augment, flip_targets, shift=0.0):
 
 def fit_classifier(
     classifier: keras.Model, crops, labels, *, epochs=10, batch_size=128, learning_rate=2e-3,
-    validation=None, seed=0, verbose=2, callbacks=None,
+    validation=None, seed=0, verbose=2, callbacks=None, jit_compile="auto",
 ):
     """Stage 1: trains the classifier on `S × S` crops with softmax cross-entropy.
 
@@ -49,6 +49,8 @@ def fit_classifier(
         classifier: from `overfeat_classifier` with `C + 1` outputs (0 = background).
         crops: float32 `[K, S, S, 3]` (0–255); labels: int32 `[K]`.
         validation: optional `(crops, labels)`.
+        jit_compile: passed to `compile` (XLA on a CPU can be slower than TensorFlow's
+            own conv kernels; see `kerasdet.training.overfeat_dense_fit`).
 
     Returns:
         The Keras `History`.
@@ -60,6 +62,7 @@ def fit_classifier(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )
     val = None
     if validation is not None:
