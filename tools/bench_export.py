@@ -7,6 +7,7 @@ float32 / float16 / dynamic_int8 / int8, all at the same CPU thread count.
     python tools/bench_export.py --model frcnn-tiny --weights frcnn.weights.h5 --ap 300
     python tools/bench_export.py --model path/to/detector.keras --ap 100
     python tools/bench_export.py --peer resnet50                    # a heavy reference point
+    python tools/bench_export.py --peer resnet50 --head-svd-rank 256  # its head as a truncated SVD
 
 Keras latency is a `tf.function` of the model (graph mode, no XLA) on a float32 image;
 LiteRT latency is one `serving_default` call of the exported file on the uint8 image of the
@@ -21,6 +22,10 @@ COCO AP50 (`kerasdet.metrics.COCOEvaluator`). Random weights give AP ≈ 0: pass
 
 `--peer resnet50` exports FasterRCNN(91 classes, ResNet-50, 640×640, random weights) as
 float32 TFLite and reports its size and LiteRT latency, for scale.
+
+`--head-svd-rank T` factorizes the Faster R-CNN head's first FC layer (several values: one
+per FC layer, 0 keeps a layer) with `kerasdet.models.truncate_head_svd` (Fast R-CNN §3.1)
+after the weights are loaded and before any variant is measured (the peer model too).
 """
 
 from __future__ import annotations
@@ -86,6 +91,21 @@ def build_model(args):
     if args.weights:
         model.load_weights(args.weights)
     return model, names
+
+
+def maybe_truncate(args, model):
+    """`model` with its head factorized per `--head-svd-rank` (unchanged without it)."""
+    if args.head_svd_rank is None:
+        return model
+    from kerasdet.cli.export import head_svd_ranks
+    from kerasdet.models import FasterRCNN, truncate_head_svd
+
+    if not isinstance(model, FasterRCNN):
+        raise ValueError(f"--head-svd-rank applies to Faster R-CNN models, got {type(model).__name__}")
+    start = time.perf_counter()
+    model = truncate_head_svd(model, head_svd_ranks(args.head_svd_rank))
+    print(f"  head_ranks={model.head_ranks} (truncated SVD in {time.perf_counter() - start:.1f} s)", flush=True)
+    return model
 
 
 def validation_set(count):
@@ -193,7 +213,7 @@ def run_peer(args, workdir):
     from kerasdet.models import FasterRCNN
 
     start = time.perf_counter()
-    model = FasterRCNN(91, backbone="resnet50", image_size=(640, 640))
+    model = maybe_truncate(args, FasterRCNN(91, backbone="resnet50", image_size=(640, 640)))
     path = export(model, os.path.join(workdir, "resnet50_640.tflite"), "tflite")
     export_s = time.perf_counter() - start
     detector = TFLiteDetector(path, num_threads=args.threads)
@@ -231,6 +251,8 @@ def main(argv=None):
     parser.add_argument("--score-threshold", type=float, default=0.6, help="OverFeat confidence threshold")
     parser.add_argument("--backbone-stride", type=int, default=16, help="frcnn-tiny backbone stride (8 or 16)")
     parser.add_argument("--batch-norm", action="store_true", help="frcnn-tiny backbone with batch norm")
+    parser.add_argument("--head-svd-rank", type=int, nargs="+", default=None, metavar="T",
+                        help="Faster R-CNN: factorize the head's first FC layer at rank T (several: one per layer, 0 keeps)")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
 
@@ -246,13 +268,17 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as workdir:
         if args.peer:
             title = f"FasterRCNN ResNet-50 640×640, 91 classes, LiteRT float32, {args.threads} threads"
+            if args.head_svd_rank:
+                title += f", head SVD rank {args.head_svd_rank}"
             rows = run_peer(args, workdir)
         else:
             model, class_names = build_model(args)
+            model = maybe_truncate(args, model)
             size = tuple(model.inputs[0].shape[1:3])
             title = (f"{args.model} {size[0]}×{size[1]}, {args.threads} threads, median of {args.runs}"
                      + (f", AP50 on {args.ap} validation images" if args.ap else "")
-                     + ("" if args.weights or args.model.endswith(".keras") else ", random weights"))
+                     + ("" if args.weights or args.model.endswith(".keras") else ", random weights")
+                     + (f", head SVD rank {args.head_svd_rank}" if args.head_svd_rank else ""))
             rows = run_variants(args, model, class_names, workdir)
     print_table(title, rows)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")

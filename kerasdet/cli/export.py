@@ -36,7 +36,21 @@ def register(subparsers):
         "the built-in synthetic kerasdet_shapes set",
     )
     parser.add_argument("--class-names", nargs="+", default=None, metavar="NAME", help="names of the classes, by id")
+    parser.add_argument(
+        "--head-svd-rank", type=int, nargs="+", default=None, metavar="T",
+        help="Faster R-CNN only: before export, factorize the RoI head's first FC layer as a "
+        "rank-T truncated SVD (Fast R-CNN §3.1; smaller and faster, slightly less accurate). "
+        "Several values: one per FC layer, 0 keeps a layer",
+    )
     return parser
+
+
+def head_svd_ranks(values):
+    """`--head-svd-rank` values as the `rank` of `truncate_head_svd`: one value is the
+    first FC layer's rank; several are one per FC layer, 0 meaning "keep"."""
+    if len(values) == 1:
+        return values[0]
+    return [None if v == 0 else v for v in values]
 
 
 def load_model_source(name_or_path: str):
@@ -75,6 +89,12 @@ def run(args) -> int:
     if args.quantization == "int8" and args.representative_data is None:
         raise ValueError("--quantization int8 needs calibration images: add --representative-data shapes")
     model = load_model_source(args.model)
+    if args.head_svd_rank is not None:
+        from kerasdet.models import FasterRCNN, truncate_head_svd
+
+        if not isinstance(model, FasterRCNN):
+            raise ValueError(f"--head-svd-rank applies to a FasterRCNN, got a {type(model).__name__} from {args.model!r}")
+        model = truncate_head_svd(model, head_svd_ranks(args.head_svd_rank))
     data = representative_images(args.representative_data) if args.representative_data else None
     start = time.perf_counter()
     path = export(

@@ -10,3 +10,7 @@ from kerasdet.models.faster_rcnn import FasterRCNN  # noqa: E402
 from kerasdet.models.proposals import ProposalLayer  # noqa: E402
 
 __all__ += ["BACKBONES", "FasterRCNN", "ProposalLayer", "build_backbone"]
+
+from kerasdet.models.compress import truncate_head_svd  # noqa: E402
+
+__all__ += ["truncate_head_svd"]

@@ -58,10 +58,51 @@ class FeatureAnchors(keras.layers.Layer):
         return keras.KerasTensor((None if h is None or w is None else h * w * k, 4), dtype="float32")
 
 
+def check_head_ranks(head_ranks, head_units):
+    """`head_ranks` as a tuple with one entry per FC layer (`None` = full rank), checked.
+
+    Accepts `None` (no layer factorized) or a sequence as long as `head_units` of `None`
+    or positive ints; a rank must not exceed the layer's `units` (the input side is checked
+    when the head is built, where the channel count is known).
+    """
+    if head_ranks is None:
+        return (None,) * len(head_units)
+    if isinstance(head_ranks, (str, bytes)) or not hasattr(head_ranks, "__len__"):
+        raise ValueError(f"`head_ranks` must be None or a list with one rank (or None) per FC layer, got {head_ranks!r}")
+    if len(head_ranks) != len(head_units):
+        raise ValueError(
+            f"`head_ranks` needs one entry per FC layer ({len(head_units)} for head_units "
+            f"{tuple(head_units)}), got {tuple(head_ranks)!r}"
+        )
+    ranks = []
+    for i, (rank, units) in enumerate(zip(head_ranks, head_units)):
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank <= 0):
+            raise ValueError(f"`head_ranks[{i}]` must be None or a positive int, got {rank!r}")
+        if rank is not None and rank > units:
+            raise ValueError(f"`head_ranks[{i}]` = {rank} exceeds the layer's {units} units; a rank is at most min(inputs, units)")
+        ranks.append(None if rank is None else int(rank))
+    return tuple(ranks)
+
+
 @keras.saving.register_keras_serializable(package="kerasdet")
 class RoIHead(keras.layers.Layer):
     """Fast R-CNN head on pooled RoIs: ConvFC layers (first kernel = pool size, then 1×1)
     with ReLU, then class logits (`C + 1`, column 0 background) and class-specific deltas.
+
+    An FC layer `i` with `head_ranks[i] = t` is factorized as in Fast R-CNN §3.1
+    ("Truncated SVD for faster detection"): a layer of `v` inputs and `u` units becomes
+    `fc{i+1}_svd_v` (the same kernel window, `t` units, no bias, no activation; kernel
+    `Σ_t V_tᵀ`) followed by `fc{i+1}_svd_u` (1×1, `u` units, the original bias and ReLU;
+    kernel `U_t`): `t·(v + u) + u` parameters instead of `v·u + u`, fewer when
+    `t < v·u / (v + u)`. `kerasdet.models.truncate_head_svd` fills them from a trained
+    head. Full-rank layers keep the names `fc1`, `fc2`, … (and their weight-file paths).
+
+    Args:
+        num_classes: foreground classes `C`.
+        head_units: widths of the FC layers.
+        pool_size: the pooled RoI size `(ph, pw)` (the first FC layer's window).
+        head_ranks: `None` or one entry per FC layer, `None` (full rank) or the rank
+            `1 ≤ t ≤ min(v, u)` of its factorization.
 
     Call arguments:
         pooled: `[B, N, ph, pw, D]`.
@@ -70,15 +111,28 @@ class RoIHead(keras.layers.Layer):
         `(class_logits [B, N, C + 1], box_deltas [B, N, C, 4])`.
     """
 
-    def __init__(self, num_classes, head_units=(1024, 1024), pool_size=7, **kwargs):
+    def __init__(self, num_classes, head_units=(1024, 1024), pool_size=7, head_ranks=None, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.head_units = tuple(int(u) for u in head_units)
+        if not self.head_units:
+            raise ValueError("`head_units` must have at least one entry")
         self.pool_size = (pool_size, pool_size) if isinstance(pool_size, int) else tuple(pool_size)
-        self.fcs = [
-            ConvFC(units, kernel_size=self.pool_size if i == 0 else 1, activation="relu", name=f"fc{i + 1}")
-            for i, units in enumerate(self.head_units)
-        ]
+        self.head_ranks = check_head_ranks(head_ranks, self.head_units)
+        # One flat list of ConvFC layers run in order: a factorized FC layer is two
+        # entries. Keras saves a list's layers by class name and position, so the
+        # full-rank head keeps the weight paths of earlier files (`fcs/conv_fc`, …).
+        self.fcs = []
+        for i, (units, rank) in enumerate(zip(self.head_units, self.head_ranks)):
+            window = self.pool_size if i == 0 else 1
+            if rank is None:
+                self.fcs.append(ConvFC(units, kernel_size=window, activation="relu", name=f"fc{i + 1}"))
+            else:
+                self.fcs += [
+                    # No activation in between: the pair is one linear map of rank `rank`.
+                    ConvFC(rank, kernel_size=window, use_bias=False, name=f"fc{i + 1}_svd_v"),
+                    ConvFC(units, kernel_size=1, activation="relu", name=f"fc{i + 1}_svd_u"),
+                ]
         self.cls = ConvFC(
             self.num_classes + 1, kernel_size=1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
             name="class_logits",
@@ -88,13 +142,27 @@ class RoIHead(keras.layers.Layer):
             name="box_deltas",
         )
 
+    def fc_layers(self):
+        """The FC layers as `[(full_layer, None) | (svd_v_layer, svd_u_layer)]`, one pair
+        per entry of `head_units`."""
+        out, layers = [], iter(self.fcs)
+        for rank in self.head_ranks:
+            out.append((next(layers), None) if rank is None else (next(layers), next(layers)))
+        return out
+
     def build(self, input_shape):
+        shape = (None, *self.pool_size, input_shape[-1])
+        for i, (rank, units) in enumerate(zip(self.head_ranks, self.head_units)):
+            inputs = int(np.prod(shape[1:]))
+            if rank is not None and rank > min(inputs, units):
+                raise ValueError(
+                    f"`head_ranks[{i}]` = {rank} exceeds min(inputs, units) = min({inputs}, {units}) of FC layer {i + 1}"
+                )
+            shape = (None, 1, 1, units)
         shape = (None, *self.pool_size, input_shape[-1])
         for fc in self.fcs:
             fc.build(shape)
             shape = (None, 1, 1, fc.units)
-        if not self.fcs:
-            raise ValueError("`head_units` must have at least one entry")
         self.cls.build(shape)
         self.box.build(shape)
 
@@ -116,7 +184,14 @@ class RoIHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_classes": self.num_classes, "head_units": list(self.head_units), "pool_size": self.pool_size})
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "head_units": list(self.head_units),
+                "pool_size": self.pool_size,
+                "head_ranks": list(self.head_ranks),
+            }
+        )
         return config
 
 
@@ -197,6 +272,10 @@ class FasterRCNN(keras.Model):
             6000/300 test).
         roi_pool: default `RoIPool(7, 1 / stride)`.
         head_units: widths of the Fast R-CNN FC layers (run as `ConvFC`).
+        head_ranks: `None` (default) or one entry per FC layer: `None` keeps the layer,
+            an int `t` factorizes it into two layers of rank `t` (Fast R-CNN's truncated
+            SVD, see `RoIHead`); `kerasdet.models.truncate_head_svd` makes such a model
+            from a trained one.
         score_threshold, nms_iou, max_detections: per-class NMS of the detections.
         rpn_batch_size, rpn_positive_fraction: RPN anchor sampling (256, 0.5).
         rcnn_batch_size, rcnn_positive_fraction: RoI sampling (512, 0.25; gt boxes added).
@@ -230,6 +309,7 @@ class FasterRCNN(keras.Model):
         proposal_layer=None,
         roi_pool=None,
         head_units=(1024, 1024),
+        head_ranks=None,
         score_threshold=0.05,
         nms_iou=0.5,
         max_detections=100,
@@ -283,7 +363,7 @@ class FasterRCNN(keras.Model):
         self.rpn_head = rpn_head
         self.proposal_layer = proposal_layer
         self.roi_pool = roi_pool
-        self.roi_head = RoIHead(num_classes, head_units, roi_pool.pool_size, name="roi_head")
+        self.roi_head = RoIHead(num_classes, head_units, roi_pool.pool_size, head_ranks=head_ranks, name="roi_head")
         self.decode = DecodeDetections(image_size, name="decode")
         self.nms = NonMaxSuppression(
             iou_threshold=nms_iou, score_threshold=score_threshold, max_detections=max_detections, name="nms"
@@ -309,6 +389,7 @@ class FasterRCNN(keras.Model):
         self.train_backbone_batch_norm = bool(train_backbone_batch_norm)
         self.image_size = image_size
         self.head_units = tuple(int(u) for u in head_units)
+        self.head_ranks = self.roi_head.head_ranks
         self.score_threshold = float(score_threshold)
         self.nms_iou = float(nms_iou)
         self.max_detections = int(max_detections)
@@ -463,6 +544,7 @@ class FasterRCNN(keras.Model):
             "proposal_layer": _serialize(self.proposal_layer),
             "roi_pool": _serialize(self.roi_pool),
             "head_units": list(self.head_units),
+            "head_ranks": None if self.head_ranks == (None,) * len(self.head_ranks) else list(self.head_ranks),
             "score_threshold": self.score_threshold,
             "nms_iou": self.nms_iou,
             "max_detections": self.max_detections,
