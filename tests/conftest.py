@@ -1,5 +1,6 @@
 import os
 import pathlib
+import socket
 import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -18,3 +19,14 @@ import pytest  # noqa: E402
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Makes any socket connection fail: tests must never download (datasets, weights)."""
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("tests must not use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

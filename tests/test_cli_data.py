@@ -10,7 +10,6 @@ import dataclasses
 import io
 import json
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -25,13 +24,8 @@ FAST = ["--image-size", "64", "64", "--epochs", "1", "--steps", "2", "--batch-si
         "--run-eagerly"]
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise RuntimeError("tests must not use the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+# Every test here runs offline (fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def _write_split(folder, name, images):

@@ -1,7 +1,5 @@
 """tf.data pipeline from the TFDS detection schema: resize/pad, boxes, flips, padding."""
 
-import socket
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,15 +16,6 @@ SIGNATURE = {
         "label": tf.TensorSpec([None], tf.int64),
     },
 }
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise RuntimeError("tests must not use the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def tfds_like(examples):

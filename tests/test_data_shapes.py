@@ -1,21 +1,10 @@
 """The synthetic `kerasdet_shapes` dataset: drawing, determinism, TFDS builder (offline)."""
 
-import socket
-
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from kerasdet.data import CLASS_NAMES, KerasdetShapes, drawing, generate_example, make_example
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise RuntimeError("tests must not use the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ examples through the builder's own features (encoded, so `SkipDecoding` works as
 """
 
 import functools
-import socket
 
 import numpy as np
 import pytest
@@ -21,13 +20,8 @@ from kerasdet.data.sources import _drop_flagged
 USE_CODE = tfds.testing.MockPolicy.USE_CODE
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise RuntimeError("tests must not use the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+# Every test here runs offline (fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def raw_examples(n, seed, num_classes):
