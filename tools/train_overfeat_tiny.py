@@ -33,7 +33,7 @@ import numpy as np
 import kerasdet  # noqa: F401  (TF backend)
 from kerasdet.analysis import spatial_geometry
 from kerasdet.data.crops import crop_dataset
-from kerasdet.data.shapes import CLASS_NAMES, make_example
+from kerasdet.data.shapes import CLASS_NAMES, ground_truth_batch, make_example
 from kerasdet.metrics.coco import COCOEvaluator
 from kerasdet.models import overfeat_classifier
 from kerasdet.models.overfeat_detector import OneHotScores, overfeat_detector
@@ -47,24 +47,13 @@ from kerasdet.training.overfeat_dense_fit import fit_dense_classifier, fit_dense
 WINDOW = 86  # tiny's training window
 
 
-def ground_truth(examples):
-    """Padded `{"boxes" [B, M, 4], "classes" [B, M]}` (class −1 = padding)."""
-    m = max(1, max(len(e["boxes"]) for e in examples))
-    boxes = np.zeros([len(examples), m, 4], np.float32)
-    classes = -np.ones([len(examples), m], np.int32)
-    for i, e in enumerate(examples):
-        boxes[i, : len(e["boxes"])] = e["boxes"]
-        classes[i, : len(e["classes"])] = e["classes"]
-    return {"boxes": boxes, "classes": classes}
-
-
 def evaluate(detector, examples, batch_size=8):
     evaluator = COCOEvaluator(class_names=CLASS_NAMES)
     start = time.perf_counter()
     for k in range(0, len(examples), batch_size):
         chunk = examples[k : k + batch_size]
         images = np.stack([e["image"] for e in chunk]).astype("float32")
-        evaluator.update(ground_truth(chunk), detector.predict_on_batch(images))
+        evaluator.update(ground_truth_batch(chunk), detector.predict_on_batch(images))
     seconds = time.perf_counter() - start
     return evaluator.result(), evaluator.summary, seconds / len(examples)
 
@@ -92,7 +81,7 @@ def tune_detector(classifier, localizer, args, examples):
     for k in range(0, len(examples), 8):
         chunk = examples[k : k + 8]
         images = np.stack([e["image"] for e in chunk]).astype("float32")
-        batches.append((ground_truth(chunk), candidates_model.predict_on_batch(images)))
+        batches.append((ground_truth_batch(chunk), candidates_model.predict_on_batch(images)))
     num_classes = len(CLASS_NAMES)
     settings = [("greedy", t, m) for t, m in itertools.product(args.score_thresholds, args.match_thresholds)]
     settings += [("nms", t, None) for t in args.score_thresholds]

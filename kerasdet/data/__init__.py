@@ -18,7 +18,9 @@ from kerasdet.data.shapes import (
     KerasdetShapes,
     ShapesConfig,
     generate_example,
+    ground_truth_batch,
     make_example,
+    shapes_config,
 )
 from kerasdet.data.sources import (
     COCO_CLASSES,
@@ -44,11 +46,13 @@ __all__ = [
     "detection_dataset",
     "find_coco_json",
     "generate_example",
+    "ground_truth_batch",
     "load_detection_data",
     "load_shapes",
     "make_example",
     "read_coco",
     "read_records",
     "read_voc",
+    "shapes_config",
     "write_coco_json",
 ]

@@ -231,27 +231,51 @@ class ShapesConfig(tfds.core.BuilderConfig):
     seed: int = 0
     encoding: str = "jpeg"
 
+    def generate(self, rng) -> dict:
+        """One example drawn from `rng` with this config's image and object settings, as
+        `generate_example` returns it."""
+        return generate_example(
+            rng,
+            self.height,
+            self.width,
+            max_objects=self.max_objects,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            empty_prob=self.empty_prob,
+        )
+
+
+def shapes_config(config: ShapesConfig | str = "default") -> ShapesConfig:
+    """The builder config named `config` (`"default"`, `"small"`, `"tiny"`), or `config`
+    itself when it is already a `ShapesConfig`."""
+    if not isinstance(config, str):
+        return config
+    names = {c.name: c for c in KerasdetShapes.BUILDER_CONFIGS}
+    if config not in names:
+        raise ValueError(f"`config` must be one of {sorted(names)}, got {config!r}")
+    return names[config]
+
 
 def make_example(split: str, index: int, config: ShapesConfig | str = "default") -> dict:
     """Example `index` of `split` of a `kerasdet_shapes` config, as `generate_example` returns
     it (boxes in `yxyx` pixels), identical to what the TFDS builder writes."""
-    if isinstance(config, str):
-        names = {c.name: c for c in KerasdetShapes.BUILDER_CONFIGS}
-        if config not in names:
-            raise ValueError(f"`config` must be one of {sorted(names)}, got {config!r}")
-        config = names[config]
+    config = shapes_config(config)
     if split not in _SPLIT_IDS:
         raise ValueError(f"`split` must be one of {tuple(_SPLIT_IDS)}, got {split!r}")
-    rng = np.random.default_rng([config.seed, _SPLIT_IDS[split], int(index)])
-    return generate_example(
-        rng,
-        config.height,
-        config.width,
-        max_objects=config.max_objects,
-        min_size=config.min_size,
-        max_size=config.max_size,
-        empty_prob=config.empty_prob,
-    )
+    return config.generate(np.random.default_rng([config.seed, _SPLIT_IDS[split], int(index)]))
+
+
+def ground_truth_batch(examples) -> dict:
+    """Ground truth of examples as one padded batch: `boxes [B, M, 4]`, `classes [B, M]`
+    (-1 rows are padding), the form `COCOEvaluator.update` takes."""
+    most = max([len(e["classes"]) for e in examples] + [1])
+    boxes = np.zeros([len(examples), most, 4], np.float32)
+    classes = np.full([len(examples), most], -1, np.int32)
+    for i, example in enumerate(examples):
+        n = len(example["classes"])
+        boxes[i, :n] = example["boxes"]
+        classes[i, :n] = example["classes"]
+    return {"boxes": boxes, "classes": classes}
 
 
 class KerasdetShapes(tfds.core.GeneratorBasedBuilder):

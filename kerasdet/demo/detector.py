@@ -56,35 +56,11 @@ def demo_examples(num_images: int = DEFAULT_NUM_IMAGES, seed: int = DEFAULT_SEED
     Returns:
         A list of `generate_example` dicts (`image` uint8, `boxes` yxyx pixels, `classes`).
     """
-    from kerasdet.data.shapes import KerasdetShapes, generate_example
+    from kerasdet.data.shapes import shapes_config
 
     _check_arguments(num_images, seed)
-    config = {c.name: c for c in KerasdetShapes.BUILDER_CONFIGS}["default"]
-    return [
-        generate_example(
-            np.random.default_rng([int(seed), DEMO_STREAM, i]),
-            config.height,
-            config.width,
-            max_objects=config.max_objects,
-            min_size=config.min_size,
-            max_size=config.max_size,
-            empty_prob=config.empty_prob,
-        )
-        for i in range(int(num_images))
-    ]
-
-
-def ground_truth_batch(examples) -> dict:
-    """Ground truth of examples as one padded batch: `boxes [B, M, 4]`, `classes [B, M]`
-    (-1 rows are padding), the form `COCOEvaluator.update` takes."""
-    most = max([len(e["classes"]) for e in examples] + [1])
-    boxes = np.zeros([len(examples), most, 4], np.float32)
-    classes = np.full([len(examples), most], -1, np.int32)
-    for i, example in enumerate(examples):
-        n = len(example["classes"])
-        boxes[i, :n] = example["boxes"]
-        classes[i, :n] = example["classes"]
-    return {"boxes": boxes, "classes": classes}
+    config = shapes_config("default")
+    return [config.generate(np.random.default_rng([int(seed), DEMO_STREAM, i])) for i in range(int(num_images))]
 
 
 def detection_rows(batch: dict, index: int) -> dict:
@@ -95,6 +71,7 @@ def detection_rows(batch: dict, index: int) -> dict:
 
 def coco_ap(examples, detections, class_names) -> dict:
     """COCO metrics (pycocotools) of per-image detection rows against the examples."""
+    from kerasdet.data.shapes import ground_truth_batch
     from kerasdet.metrics import COCOEvaluator
 
     evaluator = COCOEvaluator(class_names=class_names)
