@@ -33,24 +33,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 
+from timing import median_ms  # tools/timing.py
+
 VARIANTS = ("keras", "float32", "float16", "dynamic_int8", "int8")
 MODELS = ("frcnn-tiny", "frcnn-mobilenetv2", "overfeat-tiny")
 CALIBRATION_IMAGES = 100
-
-
-def median_ms(fn, runs):
-    fn()  # warm-up: tracing, allocation
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def build_model(args):

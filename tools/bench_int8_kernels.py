@@ -37,9 +37,9 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
+from timing import time_interleaved  # tools/timing.py
 
 MODELS = ("tiny-backbone", "tiny-head", "mobilenetv2")
 RESOLVERS = ("xnnpack", "no-xnnpack")
@@ -141,16 +141,7 @@ def runner(content, threads, resolver):
 def interleaved_medians(calls, runs):
     """`{name: median ms}` of `calls` (`{name: fn}`), called in turn with the order
     rotating every run, after one warm-up each."""
-    names = list(calls)
-    for fn in calls.values():
-        fn()
-    times = {name: [] for name in names}
-    for r in range(runs):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            start = time.perf_counter()
-            calls[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(values) for name, values in times.items()}
+    return {name: 1000 * statistics.median(t) for name, t in time_interleaved(calls, runs, warmup=1).items()}
 
 
 def op_table(content):

@@ -16,27 +16,16 @@ of candidates above `--score-threshold`, reported).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+from timing import median_ms  # tools/timing.py
 
 import kerasdet  # noqa: F401  (TF backend)
 from kerasdet.models import overfeat_classifier
 from kerasdet.models.overfeat_detector import overfeat_detector
 from kerasdet.postprocess import greedy_merge, non_max_suppression
-
-
-def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def main(argv=None):

@@ -3,6 +3,7 @@ shared machine hits every candidate alike instead of whichever happened to run t
 
 from __future__ import annotations
 
+import statistics
 import time
 
 
@@ -27,3 +28,9 @@ def time_interleaved(functions, runs, warmup):
             functions[name]()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def median_ms(fn, runs, warmup=1):
+    """Median wall time in milliseconds of `runs` calls of `fn`, after `warmup` untimed calls
+    (tracing, allocation)."""
+    return 1000 * statistics.median(time_interleaved({"fn": fn}, runs, warmup)["fn"])
