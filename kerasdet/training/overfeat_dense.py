@@ -33,6 +33,8 @@ from __future__ import annotations
 import numpy as np
 
 OVERLAP_MODES = ("coverage", "iou")
+# Default (min, max) of a positive's longer box side / window side: the crops' range.
+OBJECT_FRACTION = (0.45, 0.95)
 
 
 def window_origins(output_size, stride, first_center, window_center):
@@ -62,7 +64,7 @@ def dense_targets(
     first_center,
     window_center,
     window: int,
-    object_fraction=(0.45, 0.95),
+    object_fraction=OBJECT_FRACTION,
     center_tolerance: float = 0.15,
     ignore_fraction=(0.35, 1.2),
     ignore_center: float = 0.3,

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasdet.analysis import spatial_geometry
-from kerasdet.training.overfeat_dense import dense_targets
+from kerasdet.training.overfeat_dense import OBJECT_FRACTION, dense_targets
 
 # Value of pixels outside the image (a patch larger than a small-scale image), as in crops.
 _PAD_VALUE = 127.0
@@ -92,7 +92,7 @@ class DensePatchSampler:
         self.stride = geometry.effective_stride
         self.first_center = geometry.first_center
         self.window_center = spatial_geometry(model, (self.window, self.window)).first_center
-        self.object_fraction = target_kwargs.get("object_fraction", (0.45, 0.95))
+        self.object_fraction = target_kwargs.get("object_fraction", OBJECT_FRACTION)
 
     def _placement(self, example):
         """`(scale, offset)` of one patch of `example`."""
