@@ -139,3 +139,26 @@ def test_image_size_not_a_multiple_of_the_stride_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         FasterRCNN(3, backbone="tiny", image_size=(128, 128), head_units=(16, 16))
+
+
+def test_rpn_iou_thresholds_reach_the_anchor_matcher(monkeypatch):
+    """`rpn_positive_iou` / `rpn_negative_iou` (the notes' 0.5 instead of the paper's 0.7)
+    are the RPN matcher's thresholds, and survive `get_config`."""
+    import kerasdet.models.faster_rcnn as module
+
+    seen = {}
+    original = module.rpn_targets
+
+    def recording(*args, **kwargs):
+        seen.update(high=kwargs["high"], low=kwargs["low"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "rpn_targets", recording)
+    images, gt = shapes_batch(1)
+    model = small_model(rpn_positive_iou=0.5, rpn_negative_iou=0.2)
+    assert all(np.isfinite(float(v)) for v in model.compute_losses(images, gt).values())
+    assert seen == {"high": 0.5, "low": 0.2}
+    config = model.get_config()
+    assert (config["rpn_positive_iou"], config["rpn_negative_iou"]) == (0.5, 0.2)
+    with pytest.raises(ValueError, match=r"rpn_negative_iou=0\.6, rpn_positive_iou=0\.5"):
+        small_model(rpn_positive_iou=0.5, rpn_negative_iou=0.6)

@@ -139,6 +139,43 @@ def test_detector_rejects_scales_smaller_than_the_window(tiny_parts):
         overfeat_detector(classifier, localizer, "tiny", image_size=(100, 100), merge="soft")
 
 
+def test_offset_pool_detector_decodes_the_shifted_standard_windows():
+    # The same weights with the last pool in offset mode (test time only): location
+    # (3i + Δy, 3j + Δx) is the standard model's location (i, j) on the image shifted by
+    # 8·Δ pixels (stride 24 / 3), so its regressor output is the same and its decoded box is
+    # that one moved back by 8·Δ — the decoder's window centres use the effective stride 8.
+    keras.utils.set_random_seed(4)
+    standard = overfeat_classifier("tiny", num_classes=3, conv_padding="valid", dropout=0.0)
+    standard_loc = overfeat_localizer(standard, "tiny", num_classes=2)
+    offset = overfeat_classifier("tiny", num_classes=3, conv_padding="valid", last_pool="offset", dropout=0.0)
+    offset_loc = overfeat_localizer(offset, "tiny", num_classes=2)
+    offset.set_weights(standard.get_weights())
+    offset_loc.set_weights(standard_loc.get_weights())
+    height, width = 86 + 2 * 24 + 16, 86 + 24 + 16
+
+    def decoded(classifier, localizer, images):  # the detector's candidates as [h, w] maps
+        size = images.shape[1:3]
+        detector = overfeat_detector(classifier, localizer, "tiny", image_size=size, score_threshold=0.01)
+        boxes, scores, _ = keras.Model(detector.input, detector.get_layer("decode_0").output)(images)
+        rows, cols = spatial_geometry(classifier, size).output_size
+        return boxes.numpy().reshape(rows, cols, 4), scores.numpy().reshape(rows, cols)
+
+    image = np.random.default_rng(4).uniform(0, 255, [1, height, width, 3]).astype("float32")
+    dense_boxes, dense_scores = decoded(offset, offset_loc, image)
+    dense_loc = offset_loc(image).numpy()[0]
+    assert spatial_geometry(offset, (height, width)).effective_stride == (8, 8)
+    for dy in range(3):
+        for dx in range(3):
+            shifted = image[:, 8 * dy :, 8 * dx :]
+            reference_loc = standard_loc(shifted).numpy()[0]
+            rows, cols = reference_loc.shape[:2]
+            np.testing.assert_allclose(dense_loc[dy::3, dx::3][:rows, :cols], reference_loc, rtol=1e-4, atol=1e-4)
+            ref_boxes, ref_scores = decoded(standard, standard_loc, shifted)
+            shift = np.array([8 * dy, 8 * dx, 8 * dy, 8 * dx], np.float32)
+            np.testing.assert_allclose(dense_boxes[dy::3, dx::3][:rows, :cols], ref_boxes + shift, atol=1e-2)
+            np.testing.assert_allclose(dense_scores[dy::3, dx::3][:rows, :cols], ref_scores, atol=1e-5)
+
+
 def test_fit_localizer_keeps_layers_1_to_5_and_classifier_fixed():
     keras.utils.set_random_seed(2)
     classifier = overfeat_classifier("tiny", num_classes=3)

@@ -137,3 +137,73 @@ def test_bad_arguments_raise():
         RPNHead(num_anchors=0)
     with pytest.raises(ValueError, match="channels.*-1"):
         RPNHead(channels=-1)
+
+
+def numpy_separable_hidden(x, head):
+    """NumPy reference of the separable conv: a k×k depthwise 'same' conv (one filter per
+    input channel), then a 1×1 conv with bias, then ReLU."""
+    depthwise, pointwise, bias = (np.asarray(w, np.float64) for w in head.conv.get_weights())
+    size = head.kernel_size
+    x = np.asarray(x, np.float64)
+    pad = size // 2
+    padded = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    batch, height, width, channels = x.shape
+    spatial = np.zeros_like(x)
+    for i in range(height):
+        for j in range(width):
+            window = padded[:, i : i + size, j : j + size, :]
+            spatial[:, i, j] = np.einsum("bhwc,hwc->bc", window, depthwise[..., 0])
+    return np.maximum(spatial @ pointwise[0, 0] + bias, 0.0)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_separable_conv_matches_numpy_depthwise_then_pointwise(kernel_size, rng):
+    k, height, width = 3, 4, 6
+    head = RPNHead(num_anchors=k, channels=8, separable=True, kernel_size=kernel_size)
+    x = rng.normal(size=(2, height, width, 5)).astype(np.float32)
+    head(x)
+    randomize(head, rng)
+    assert tuple(head.conv.depthwise_kernel.shape) == (kernel_size, kernel_size, 5, 1)
+    assert tuple(head.conv.pointwise_kernel.shape) == (1, 1, 5, 8)
+    out = head(x)
+    hidden = numpy_separable_hidden(x, head)
+    k2, b2 = (np.asarray(w, np.float64) for w in head.objectness_conv.get_weights())
+    k3, b3 = (np.asarray(w, np.float64) for w in head.delta_conv.get_weights())
+    np.testing.assert_allclose(out["objectness_logits"].numpy(), (hidden @ k2[0, 0] + b2).reshape(2, -1), atol=1e-4)
+    np.testing.assert_allclose(out["box_deltas"].numpy(), (hidden @ k3[0, 0] + b3).reshape(2, -1, 4), atol=1e-4)
+
+
+def test_separable_head_is_about_nine_times_cheaper_on_a_wide_map():
+    """ResNet-50 C4's 1024 channels: the paper's dense 3×3 conv to 512 has 9·1024·512
+    weights; a 5×5 depthwise + 1×1 to 512 has 25·1024 + 1024·512."""
+    dense = RPNHead(num_anchors=15, channels=512)
+    separable = RPNHead(num_anchors=15, channels=512, separable=True, kernel_size=5)
+    for head in (dense, separable):
+        head(tf.zeros([1, 2, 2, 1024]))
+    assert dense.conv.count_params() == 9 * 1024 * 512 + 512
+    assert separable.conv.count_params() == 25 * 1024 + 1024 * 512 + 512
+    assert dense.conv.count_params() / separable.conv.count_params() > 8.5
+
+
+def test_separable_depthwise_start_keeps_the_input_scale():
+    """The depthwise kernel starts variance-preserving (not σ = 0.01), so the hidden map of
+    a fresh head is not ~100× smaller than a dense head's."""
+    x = tf.random.stateless_normal([1, 16, 16, 256], seed=[1, 2])
+    dense = RPNHead(num_anchors=3, channels=128)
+    separable = RPNHead(num_anchors=3, channels=128, separable=True, kernel_size=5)
+    ratio = float(tf.math.reduce_std(separable.conv(x)) / tf.math.reduce_std(dense.conv(x)))
+    assert 0.1 < ratio < 10.0
+
+
+def test_separable_check_layer(rng, tmp_path):
+    x = rng.normal(size=(2, 5, 6, 4)).astype(np.float32)
+    head = RPNHead(num_anchors=3, channels=8, separable=True, kernel_size=5)
+    out = check_layer(head, [x], tmp_path)
+    assert out["box_deltas"].shape == (2, 90, 4)
+
+
+def test_bad_separable_arguments_raise():
+    with pytest.raises(ValueError, match="kernel_size.*4"):
+        RPNHead(kernel_size=4)
+    with pytest.raises(ValueError, match="separable.*'yes'"):
+        RPNHead(separable="yes")

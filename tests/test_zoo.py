@@ -98,9 +98,18 @@ def test_tiny_configs_match_the_training_recipes():
     # The recipe's --anchor-sizes 16 32 64 128 (the bundled weights' command).
     assert frcnn["anchors"] == {"stride": 16, "sizes": [16.0, 32.0, 64.0, 128.0], "aspect_ratios": [0.5, 1.0, 2.0]}
     assert frcnn["rpn_ignore_cross_boundary"] is False and frcnn["backbone_batch_norm"] is True
-    assert frcnn["proposals"]["post_nms_top_k_train"] == 256 and frcnn["rcnn_batch_size"] == 128
+    assert frcnn["proposals"]["post_nms_top_k_train"] == 256 and frcnn["rcnn_batch_size"] == 64
+    # --roi-align --sampling-ratio 1 --rpn-separable --rpn-kernel-size 5
+    assert frcnn["roi_pool"] == "roi_align" and frcnn["sampling_ratio"] == 1
+    assert frcnn["rpn_separable"] is True and frcnn["rpn_kernel_size"] == 5
+    command = zoo.get_config("faster_rcnn_tiny").weights["shapes"].command
+    for flag in ("--roi-align", "--sampling-ratio 1", "--rpn-separable", "--rpn-kernel-size 5", "--rcnn-batch-size 64",
+                 "--learning-rate 4e-3", "--cosine"):
+        assert flag in command
     overfeat = zoo.get_config("overfeat_tiny")
     assert overfeat.model["scales"] == [0.6, 0.85, 1.2, 1.7, 2.4, 3.4]
+    # Offset pooling at test time (the weights were trained with the standard pool).
+    assert overfeat.model["last_pool"] == "offset" and overfeat.model["score_threshold"] == 0.1
     assert overfeat.model["dropout"] == 0.25 and overfeat.train["classifier_epochs"] == 12
 
 
@@ -134,6 +143,11 @@ def test_info_reports_parameters_and_weights(tmp_path):
         (lambda d: d["model"]["proposals"].update(nms_iou=1.5), "`model.proposals.nms_iou` must be a number >= 0 and < 1, got 1.5"),
         (lambda d: d.update(family="yolo"), "`family` must be one of ['faster_rcnn', 'overfeat'], got 'yolo'"),
         (lambda d: d["train"].update(batch_size=0), "`train.batch_size` must be an integer >= 1, got 0"),
+        (lambda d: d["train"].update(schedule="cosine", minutes=None),
+         "`train.schedule` must be 'constant' without a `train.minutes` budget (cosine decays over it), got 'cosine'"),
+        (lambda d: d["model"].update(rpn_positive_iou=0.5, rpn_negative_iou=0.6),
+         "`model.rpn_negative_iou` must be at most `model.rpn_positive_iou` = 0.5, got 0.6"),
+        (lambda d: d["model"].update(sampling_ratio=0), "`model.sampling_ratio` must be an integer >= 1, got 0"),
         (lambda d: d.update(weights={"w": {"file": "w.weights.h5", "sha256": "abc", "classes": ["a"]}}),
          "`weights.w.sha256` must be 64 lowercase hex digits"),
         (lambda d: d.update(weights={"w": {"file": "w.weights.h5", "sha256": "0" * 64}}), "missing required key `weights.w.classes`"),
@@ -449,3 +463,26 @@ def test_big_configurations_build_at_their_size(name):
 def test_overrides_are_checked_against_each_other():
     with pytest.raises(ValueError, match=r"overfeat_tiny override: `model.scales` entry 0.6 resizes the \[96, 96\] input"):
         zoo.load("overfeat_tiny", image_size=(96, 96))
+
+
+def test_separable_rpn_options_build_the_separable_head(tmp_path):
+    model = zoo.load("faster_rcnn_tiny", **SMALL_FRCNN, rpn_separable=True, rpn_kernel_size=5)
+    assert model.rpn_head.separable and model.rpn_head.kernel_size == 5
+    assert model.rpn_head.channels == 96  # the default width min(512, C) of the tiny backbone
+    assert tuple(model.rpn_head.conv.depthwise_kernel.shape) == (5, 5, 96, 1)
+    _shift_weights(model)
+    model.save_weights(tmp_path / "separable.weights.h5")
+    again = zoo.load("faster_rcnn_tiny", **SMALL_FRCNN, rpn_separable=True, rpn_kernel_size=5,
+                     weights=str(tmp_path / "separable.weights.h5"))
+    _assert_same(_arrays(again), _arrays(model))
+    explicit = zoo.load("faster_rcnn_tiny", **SMALL_FRCNN, rpn_separable=True, rpn_channels=32)
+    assert explicit.rpn_head.channels == 32 and explicit.rpn_head.kernel_size == 5
+    dense = zoo.load("faster_rcnn_tiny", **SMALL_FRCNN, rpn_separable=False, rpn_kernel_size=3)
+    assert not dense.rpn_head.separable and tuple(dense.rpn_head.conv.kernel.shape) == (3, 3, 96, 96)
+
+
+def test_roi_align_sampling_ratio_and_rpn_ious_reach_the_model():
+    model = zoo.load("faster_rcnn_tiny", **SMALL_FRCNN, roi_pool="roi_align", sampling_ratio=3,
+                     rpn_positive_iou=0.6, rpn_negative_iou=0.2)
+    assert type(model.roi_pool).__name__ == "RoIAlign" and model.roi_pool.sampling_ratio == 3
+    assert (model.rpn_positive_iou, model.rpn_negative_iou) == (0.6, 0.2)

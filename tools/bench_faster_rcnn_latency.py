@@ -53,8 +53,8 @@ from timing import time_interleaved  # noqa: E402  (tools/timing.py)
 
 import kerasdet  # noqa: E402,F401  (TF backend)
 from kerasdet.analysis import count_flops  # noqa: E402
-from kerasdet.layers import ConvFC  # noqa: E402
-from kerasdet.models import FasterRCNN, ProposalLayer  # noqa: E402
+from kerasdet.layers import AnchorGenerator, ConvFC, RoIAlign, RPNHead  # noqa: E402
+from kerasdet.models import FasterRCNN, ProposalLayer, build_backbone  # noqa: E402
 from kerasdet.postprocess.nms import NonMaxSuppression  # noqa: E402
 
 PEER_SECONDS = 3.0  # TF Model Garden fasterrcnn_resnetfpn_coco on this machine (the issue)
@@ -89,10 +89,25 @@ def model_flops(model: keras.Model) -> int:
     return total
 
 
+def _kernel_size(conv) -> int:
+    """Multiply-adds per output position of a conv: its kernel weights (a separable conv's
+    depthwise and pointwise kernels together)."""
+    if isinstance(conv, keras.layers.SeparableConv2D):
+        return int(np.prod(conv.depthwise_kernel.shape)) + int(np.prod(conv.pointwise_kernel.shape))
+    return int(np.prod(conv.kernel.shape))
+
+
+def _describe_rpn_conv(model) -> str:
+    head = model.rpn_head
+    size = f"{head.kernel_size}×{head.kernel_size}"
+    kind = f"separable {size} conv (depthwise + 1×1)" if head.separable else f"{size} conv"
+    return f"{kind}, {model.backbone.output.shape[-1]} → {head.channels} channels"
+
+
 def rpn_head_flops(rpn_head, feature_hw) -> int:
     positions = feature_hw[0] * feature_hw[1]
     convs = (rpn_head.conv, rpn_head.objectness_conv, rpn_head.delta_conv)
-    return sum(2 * int(np.prod(c.kernel.shape)) * positions for c in convs)
+    return sum(2 * _kernel_size(c) * positions for c in convs)
 
 
 def roi_head_flops(roi_head, num_rois) -> int:
@@ -143,12 +158,23 @@ def fetch(structure):
 # --- the model's stages --------------------------------------------------------------------
 
 
+def _backbone_channels(args) -> int:
+    backbone = build_backbone(args.backbone, input_shape=(*args.image_size, 3), stride=args.backbone_stride)
+    return int(backbone.output.shape[-1])
+
+
 def build_model(args):
     proposal_layer = ProposalLayer(
         pre_nms_top_k_test=args.pre_nms_top_k, post_nms_top_k_test=args.post_nms_top_k, nms_iou=0.7,
         name="proposals",
     )
     kwargs = {} if args.head_units is None else {"head_units": tuple(args.head_units)}
+    if args.rpn_separable or args.rpn_channels is not None:
+        channels = args.rpn_channels or min(512, _backbone_channels(args))
+        kwargs["rpn_head"] = RPNHead(num_anchors=AnchorGenerator().anchors_per_location[0], channels=channels,
+                                     separable=args.rpn_separable, kernel_size=args.rpn_kernel_size, name="rpn_head")
+    if args.roi_align:
+        kwargs["roi_pool"] = RoIAlign(7, 1 / args.backbone_stride, sampling_ratio=args.sampling_ratio, name="roi_pool")
     return FasterRCNN(
         args.num_classes, backbone=args.backbone, backbone_stride=args.backbone_stride,
         image_size=tuple(args.image_size), proposal_layer=proposal_layer,
@@ -225,6 +251,12 @@ def main(argv=None):
     parser.add_argument("--num-classes", type=int, default=91)
     parser.add_argument("--head-units", type=int, nargs="+", default=None,
                         help="RoI head FC widths (default: the model's, 1024 1024)")
+    parser.add_argument("--rpn-channels", type=int, default=None, help="RPN conv width (default min(512, C))")
+    parser.add_argument("--rpn-separable", action="store_true",
+                        help="depthwise-separable RPN conv (ThunderNet) instead of the paper's dense 3×3")
+    parser.add_argument("--rpn-kernel-size", type=int, default=3)
+    parser.add_argument("--roi-align", action="store_true", help="RoIAlign instead of RoIPool")
+    parser.add_argument("--sampling-ratio", type=int, default=2, help="RoIAlign samples per bin and axis")
     parser.add_argument("--pre-nms-top-k", type=int, default=6000)
     parser.add_argument("--post-nms-top-k", type=int, default=300)
     parser.add_argument("--score-threshold", type=float, default=0.05)
@@ -332,8 +364,9 @@ def main(argv=None):
 
     head_units = model.head_units
     print(f"Faster R-CNN, {args.backbone} backbone (stride {model.backbone_stride}, random weights), "
-          f"{height}×{width} image, {args.num_classes} classes, head {tuple(head_units)}, RoIPool "
-          f"{model.roi_pool.pool_size[0]}×{model.roi_pool.pool_size[1]}, proposals "
+          f"{height}×{width} image, {args.num_classes} classes, head {tuple(head_units)}, "
+          f"{type(model.roi_pool).__name__} {model.roi_pool.pool_size[0]}×{model.roi_pool.pool_size[1]}, RPN "
+          f"{_describe_rpn_conv(model)}, proposals "
           f"{args.pre_nms_top_k} pre-NMS / NMS 0.7 / {args.post_nms_top_k} post-NMS, batch 1")
     print(f"TF {tf.__version__}, Keras {keras.__version__}, graph mode (jit_compile=False), "
           f"{threads} intra-op threads, {args.statistic} of {args.runs} interleaved runs, load average "
@@ -372,7 +405,7 @@ def main(argv=None):
     print(f"proposal stage share: {100 * share:.1f} % (goal ≤ {100 * GOAL_PROPOSAL_SHARE:.0f} %; "
           f"alone: {100 * alone[1] / full:.1f} %, of which ProposalLayer "
           f"{100 * ms['alone:   ProposalLayer (+ anchors)'] / full:.1f} %); its FLOP share (the RPN head's "
-          f"3×3 conv, {model.rpn_head.conv.kernel.shape[2]} → {model.rpn_head.channels} channels) "
+          f"{_describe_rpn_conv(model)}) "
           f"is {100 * flops['proposals'] / total_flops:.1f} %")
     check = "" if chain_flops is None else (
         f"; kerasdet.analysis.count_flops(backbone) = {chain_flops / 1e9:.3f} GFLOP")

@@ -8,8 +8,14 @@ plain graph) and with NMS, then the whole detector model end to end.
     python tools/bench_overfeat_detector_latency.py --arch accurate --size 461 569 \
         --scales 0.532 0.6 0.683 0.8 0.921 1.0
 
-Weights are random unless `--weights DIR` (from tools/train_overfeat_tiny.py --output)
-is given; the dense passes do not depend on them, the merge cost does (through the number
+Weights are random unless `--weights DIR` (from tools/train_overfeat_tiny.py --output,
+or `zoo` for the bundled overfeat_tiny weights) is given; `--last-pool offset` runs the same
+weights with offset pooling (stride /3, 9× the locations), as the zoo's overfeat_tiny does:
+
+    python tools/bench_overfeat_detector_latency.py --weights zoo --last-pool offset \
+        --scales 0.6 0.8 1.0 1.25 1.55 1.95 2.45 3.05 3.8 --score-threshold 0.1
+
+The dense passes do not depend on the weights; the merge cost does (through the number
 of candidates above `--score-threshold`, reported).
 """
 
@@ -24,6 +30,7 @@ from timing import median_ms  # tools/timing.py
 
 import kerasdet  # noqa: F401  (TF backend)
 from kerasdet.models import overfeat_classifier
+from kerasdet.models.overfeat import LAST_POOL_MODES
 from kerasdet.models.overfeat_detector import overfeat_detector
 from kerasdet.postprocess import greedy_merge, non_max_suppression
 
@@ -36,6 +43,8 @@ def main(argv=None):
     parser.add_argument("--num-classes", type=int, default=5)
     parser.add_argument("--score-threshold", type=float, default=0.3)
     parser.add_argument("--weights", default=None)
+    parser.add_argument("--last-pool", default="standard", choices=LAST_POOL_MODES)
+    parser.add_argument("--max-candidates", type=int, default=2000, help="merge bound (the zoo's: 2000)")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
 
@@ -44,9 +53,21 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     classifier = overfeat_classifier(args.arch, num_classes=args.num_classes + 1)
     localizer = overfeat_localizer(classifier, args.arch, num_classes=args.num_classes)
-    if args.weights:
+    if args.weights == "zoo":
+        from kerasdet import zoo
+
+        parts = zoo.load_parts("overfeat_tiny", weights="shapes", last_pool="standard")
+        classifier.set_weights(parts.classifier.get_weights())
+        localizer.set_weights(parts.localizer.get_weights())
+    elif args.weights:
         classifier.load_weights(f"{args.weights}/classifier.weights.h5")
         localizer.load_weights(f"{args.weights}/localizer.weights.h5")
+    if args.last_pool != "standard":  # same weights (pools have none), denser last pool
+        trained = classifier, localizer
+        classifier = overfeat_classifier(args.arch, num_classes=args.num_classes + 1, last_pool=args.last_pool)
+        localizer = overfeat_localizer(classifier, args.arch, num_classes=args.num_classes)
+        classifier.set_weights(trained[0].get_weights())
+        localizer.set_weights(trained[1].get_weights())
     height, width = args.size
     image = np.random.default_rng(0).uniform(0, 255, [1, height, width, 3]).astype("float32")
     if args.weights and args.arch == "tiny":
@@ -56,7 +77,7 @@ def main(argv=None):
 
     detector = overfeat_detector(
         classifier, localizer, args.arch, image_size=(height, width), scales=args.scales,
-        score_threshold=args.score_threshold, max_candidates=4000,
+        score_threshold=args.score_threshold, max_candidates=args.max_candidates,
     )
     rows = []
     for index, scale in enumerate(args.scales):
@@ -70,11 +91,12 @@ def main(argv=None):
                          if len(args.scales) > 1 else detector.get_layer("decode_0").output)
     boxes, scores, classes = gather(image)
     candidates = int(np.sum(scores.numpy() >= args.score_threshold))
-    merge_kwargs = dict(score_threshold=args.score_threshold, max_candidates=4000)
+    merge_kwargs = dict(score_threshold=args.score_threshold, max_candidates=args.max_candidates)
     xla = tf.function(lambda: greedy_merge(boxes, scores, classes, jit_compile=True, **merge_kwargs))
     plain = tf.function(lambda: greedy_merge(boxes, scores, classes, jit_compile=False, **merge_kwargs))
     one_hot = tf.one_hot(classes, args.num_classes) * scores[..., None]
-    nms = tf.function(lambda: non_max_suppression(boxes, one_hot, score_threshold=args.score_threshold, max_candidates=4000))
+    nms = tf.function(lambda: non_max_suppression(boxes, one_hot, score_threshold=args.score_threshold,
+                                                  max_candidates=args.max_candidates))
     merges = [
         ("greedy merge (XLA)", median_ms(xla, args.repeats)),
         ("greedy merge (graph)", median_ms(plain, args.repeats)),
@@ -83,7 +105,7 @@ def main(argv=None):
     whole = tf.function(lambda x: detector(x, training=False))
     total = median_ms(lambda: whole(image), args.repeats)
 
-    print(f"OverFeat-{args.arch} detector, {height}×{width} image, {len(args.scales)} scales, "
+    print(f"OverFeat-{args.arch} detector, {args.last_pool} last pool, {height}×{width} image, {len(args.scales)} scales, "
           f"{'trained' if args.weights else 'random'} weights, median of {args.repeats}")
     print("| part | median ms | locations |")
     print("|---|---|---|")

@@ -148,7 +148,7 @@ def build_rpn(args):
 
     import kerasdet  # noqa: F401  (TF backend)
     from kerasdet.data.shapes import CLASS_NAMES
-    from kerasdet.layers import AnchorGenerator
+    from kerasdet.layers import AnchorGenerator, RPNHead
     from kerasdet.models import FasterRCNN, ProposalLayer
     from kerasdet.models.faster_rcnn import default_anchor_sizes
 
@@ -157,6 +157,8 @@ def build_rpn(args):
     model = FasterRCNN(
         len(CLASS_NAMES), backbone="tiny", backbone_stride=args.backbone_stride, anchor_generator=anchors,
         backbone_batch_norm=args.batch_norm,
+        rpn_head=RPNHead(num_anchors=anchors.anchors_per_location[0], channels=96, separable=True,
+                         kernel_size=args.rpn_kernel_size, name="rpn_head") if args.rpn_separable else None,
         # The model input is the image padded at the bottom/right to a multiple of the
         # stride (as torchvision's size_divisibility and kerasdet's letterboxing do):
         # at 375×500 itself the "same"-padded stride-2 convs shift the feature grid
@@ -213,6 +215,9 @@ def main(argv=None):
     parser.add_argument("--batch-norm", action="store_true", help="the tiny backbone with batch norm (as trained)")
     parser.add_argument("--anchor-sizes", type=float, nargs="+", default=None,
                         help="as given to the training run (default: the model's for --train-image-size)")
+    parser.add_argument("--rpn-separable", action="store_true",
+                        help="the weights have a depthwise-separable RPN conv (as trained)")
+    parser.add_argument("--rpn-kernel-size", type=int, default=5, help="its kernel size (with --rpn-separable)")
     parser.add_argument("--pre-nms-top-k", type=int, default=6000)
     parser.add_argument("--top", type=int, default=300, help="proposals per image scored (recall@top)")
     parser.add_argument("--iou", type=float, default=0.5)

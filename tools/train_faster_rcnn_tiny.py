@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import kerasdet  # noqa: F401  (TF backend)
 from kerasdet.data.shapes import CLASS_NAMES, make_example
-from kerasdet.layers import AnchorGenerator
+from kerasdet.layers import AnchorGenerator, RoIAlign, RoIPool, RPNHead
 from kerasdet.metrics import COCOEvaluator
 from kerasdet.models import FasterRCNN, ProposalLayer
 from kerasdet.training.budget import CosineOverBudget, TimeBudget
@@ -85,6 +85,14 @@ def main(argv=None):
     parser.add_argument("--rcnn-batch-size", type=int, default=128, help="RoIs sampled per image for the head")
     parser.add_argument("--nms-iou", type=float, default=0.3,
                         help="per-class NMS IoU of the detections (0.3: chosen on held-out training images)")
+    parser.add_argument("--roi-align", action="store_true",
+                        help="RoIAlign (bilinear samples) instead of RoIPool (quantized bins)")
+    parser.add_argument("--sampling-ratio", type=int, default=2, help="RoIAlign samples per bin and axis")
+    parser.add_argument("--rpn-separable", action="store_true",
+                        help="depthwise-separable RPN conv (ThunderNet) instead of the dense 3×3 conv")
+    parser.add_argument("--rpn-kernel-size", type=int, default=3)
+    parser.add_argument("--rpn-iou", type=float, nargs=2, default=[0.7, 0.3], metavar=("POSITIVE", "NEGATIVE"),
+                        help="RPN anchor IoU thresholds (the paper's 0.7 / 0.3; the notes use 0.5 for positives)")
     parser.add_argument("--flip", action="store_true", help="random horizontal flips of the training images")
     parser.add_argument("--output", default=None, help="write the trained weights here (.weights.h5)")
     args = parser.parse_args(argv)
@@ -100,6 +108,12 @@ def main(argv=None):
         rpn_ignore_cross_boundary=not args.keep_cross_boundary,
         image_size=(256, 256), head_units=(256, 256),
         rpn_batch_size=256, rcnn_batch_size=args.rcnn_batch_size, nms_iou=args.nms_iou,
+        rpn_positive_iou=args.rpn_iou[0], rpn_negative_iou=args.rpn_iou[1],
+        rpn_head=RPNHead(num_anchors=(anchors or AnchorGenerator()).anchors_per_location[0],
+                         channels=96, separable=args.rpn_separable, kernel_size=args.rpn_kernel_size, name="rpn_head")
+        if args.rpn_separable or args.rpn_kernel_size != 3 else None,
+        roi_pool=(RoIAlign(7, 1 / args.backbone_stride, sampling_ratio=args.sampling_ratio, name="roi_pool")
+                  if args.roi_align else RoIPool(7, 1 / args.backbone_stride, name="roi_pool")),
         proposal_layer=ProposalLayer(pre_nms_top_k_train=2000, post_nms_top_k_train=256,
                                      pre_nms_top_k_test=1000, post_nms_top_k_test=100),
         seed=args.seed,

@@ -327,27 +327,6 @@ def register(subparsers):
     return parser
 
 
-def _time_budget(seconds):
-    """A callback that stops `fit` once `seconds` of training steps have run (the time
-    between steps, e.g. evaluation, does not count)."""
-    import keras
-
-    class TimeBudget(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.elapsed = 0.0
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.elapsed += time.perf_counter() - self._start
-            if self.elapsed >= seconds:
-                self.model.stop_training = True
-
-    return TimeBudget()
-
-
 def _command(args) -> str:
     parts = ["kerasdet", "train", args.config]
     for option in ("data", "output", "epochs", "steps", "batch_size", "max_images", "val_images", "minutes",
@@ -433,7 +412,7 @@ def run(args) -> int:
         if config.family == "faster_rcnn":
             _fit_faster_rcnn(loaded.model, train, recipe, args, output)
         else:
-            _fit_overfeat(loaded.parts, train, recipe, args, output)
+            _fit_overfeat(loaded.parts, train, recipe, args, output, config)
     seconds = time.perf_counter() - start
 
     name = config.name
@@ -502,13 +481,33 @@ def _fit_faster_rcnn(model, train, recipe, args, output):
     dataset = train.dataset.repeat() if steps else train.dataset
     callbacks = _callbacks(output, "", args.save_every)
     if recipe["minutes"]:
-        callbacks.append(_time_budget(recipe["minutes"] * 60))
+        from kerasdet.training.budget import CosineOverBudget, TimeBudget
+
+        budget = TimeBudget(recipe["minutes"] * 60)
+        callbacks.append(budget)
+        if recipe["schedule"] == "cosine":
+            callbacks.append(CosineOverBudget(budget, recipe["learning_rate"], warmup=recipe["warmup_steps"]))
     # The dataset shuffles itself (`_load_data`); Keras cannot shuffle a tf.data.Dataset.
     model.fit(dataset, epochs=recipe["epochs"], steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
               verbose=args.verbose)
 
 
-def _fit_overfeat(parts, train, recipe, args, output):
+def _fit_overfeat(parts, train, recipe, args, output, config):
+    # Crops train the standard-pool networks (one output per window crop). A configuration
+    # whose detector pools offset / stride 2 (a test-time choice) gets their weights after:
+    # pools have none, so the same weights fit.
+    detector = parts.detector
+    if config.model["last_pool"] != "standard":
+        from kerasdet.zoo.builders import build_overfeat
+
+        parts = build_overfeat(config.with_model({"last_pool": "standard"}, where="kerasdet train"), parts.num_classes)
+        parts.detector.set_weights(detector.get_weights())  # e.g. --weights to fine-tune
+    _fit_overfeat_crops(parts, train, recipe, args, output)
+    if parts.detector is not detector:
+        detector.set_weights(parts.detector.get_weights())
+
+
+def _fit_overfeat_crops(parts, train, recipe, args, output):
     from kerasdet.analysis import spatial_geometry
     from kerasdet.data.crops import crop_dataset
     from kerasdet.models.overfeat import _architecture

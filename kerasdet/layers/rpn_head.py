@@ -10,6 +10,11 @@ import tensorflow as tf
 class RPNHead(keras.layers.Layer):
     """RPN head: a 3×3 conv + ReLU, then 1×1 convs for objectness and box deltas.
 
+    With `separable=True` the 3×3 conv becomes a depthwise `kernel_size`×`kernel_size` conv
+    followed by a 1×1 conv of `channels` (ThunderNet's compressed RPN: a 5×5 depthwise conv
+    and a 1×1 conv). On a 1024-channel ResNet-50 C4 map this cuts the RPN's FLOPs by about
+    9×: the paper's 3×3 conv, 1024 → 512, is 15 % of that detector's FLOPs.
+
     The same weights slide over every location (and every level, if several feature maps
     are given). Outputs are flattened location-major — row, column, anchor — in the order
     `AnchorGenerator` produces anchors, so `outputs[..., a, :]` belongs to `anchors[a]`.
@@ -17,9 +22,11 @@ class RPNHead(keras.layers.Layer):
     Args:
         num_anchors: anchors per location `k` (default 9 = 3 sizes × 3 ratios).
         channels: width of the 3×3 conv (default 512, the paper's for VGG16).
+        separable: a depthwise-separable conv instead of the dense 3×3 conv (default False).
+        kernel_size: spatial size of that conv (default 3; ThunderNet uses 5 when separable).
         objectness: `"sigmoid"` (default, `k` logits of "object") or `"softmax"` (`2k`
             logits as in the paper and the notes, `[background, object]` per anchor).
-        kernel_initializer: initializer of the three convs; default normal(σ=0.01), the
+        kernel_initializer: initializer of the three convs (of the 1×1 part when separable); default normal(σ=0.01), the
             paper's.
 
     Call arguments:
@@ -44,6 +51,8 @@ class RPNHead(keras.layers.Layer):
         channels: int = 512,
         objectness: str = "sigmoid",
         kernel_initializer=None,
+        separable: bool = False,
+        kernel_size: int = 3,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -51,16 +60,35 @@ class RPNHead(keras.layers.Layer):
             raise ValueError(f"`num_anchors` must be a positive int, got {num_anchors!r}")
         if not isinstance(channels, int) or channels <= 0:
             raise ValueError(f"`channels` must be a positive int, got {channels!r}")
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size <= 0 or kernel_size % 2 == 0:
+            raise ValueError(f"`kernel_size` must be a positive odd int, got {kernel_size!r}")
+        if not isinstance(separable, bool):
+            raise ValueError(f"`separable` must be a bool, got {separable!r}")
         if objectness not in ("sigmoid", "softmax"):
             raise ValueError(f"`objectness` must be 'sigmoid' or 'softmax', got {objectness!r}")
         self.num_anchors = num_anchors
         self.channels = channels
         self.objectness = objectness
+        self.separable = separable
+        self.kernel_size = kernel_size
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer or keras.initializers.RandomNormal(stddev=0.01)
         )
         common = {"kernel_initializer": self.kernel_initializer, "dtype": self.dtype_policy}
-        self.conv = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name="conv", **common)
+        if separable:
+            self.conv = keras.layers.SeparableConv2D(
+                channels, kernel_size, padding="same", activation="relu", name="conv",
+                # Variance-preserving depthwise weights (σ = 1/k for a fan-in of k²). The paper's
+                # σ = 0.01 suits a dense conv with a fan-in of 9·C; Keras' fan-in rules count C
+                # for a depthwise kernel too. Either would start the hidden map ~50× smaller.
+                depthwise_initializer=keras.initializers.RandomNormal(stddev=1.0 / kernel_size),
+                pointwise_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+            )
+        else:
+            self.conv = keras.layers.Conv2D(
+                channels, kernel_size, padding="same", activation="relu", name="conv", **common
+            )
         logits = num_anchors * (2 if objectness == "softmax" else 1)
         self.objectness_conv = keras.layers.Conv2D(logits, 1, name="objectness", **common)
         self.delta_conv = keras.layers.Conv2D(num_anchors * 4, 1, name="deltas", **common)
@@ -122,6 +150,8 @@ class RPNHead(keras.layers.Layer):
                 "num_anchors": self.num_anchors,
                 "channels": self.channels,
                 "objectness": self.objectness,
+                "separable": self.separable,
+                "kernel_size": self.kernel_size,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             }
         )

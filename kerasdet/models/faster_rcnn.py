@@ -278,6 +278,10 @@ class FasterRCNN(keras.Model):
             from a trained one.
         score_threshold, nms_iou, max_detections: per-class NMS of the detections.
         rpn_batch_size, rpn_positive_fraction: RPN anchor sampling (256, 0.5).
+        rpn_positive_iou, rpn_negative_iou: an anchor is an RPN positive at IoU ≥
+            `rpn_positive_iou` with a ground-truth box (or as a box's best anchor), a
+            negative below `rpn_negative_iou`, ignored between (the paper's 0.7 / 0.3;
+            the source notes use 0.5 for positives).
         rcnn_batch_size, rcnn_positive_fraction: RoI sampling (512, 0.25; gt boxes added).
         rpn_ignore_cross_boundary: leave anchors that cross the image border out of the RPN
             loss (the paper's choice, default). On small images most large anchors cross
@@ -315,6 +319,8 @@ class FasterRCNN(keras.Model):
         max_detections=100,
         rpn_batch_size=256,
         rpn_positive_fraction=0.5,
+        rpn_positive_iou=0.7,
+        rpn_negative_iou=0.3,
         rcnn_batch_size=512,
         rcnn_positive_fraction=0.25,
         rpn_ignore_cross_boundary=True,
@@ -324,6 +330,11 @@ class FasterRCNN(keras.Model):
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes <= 0:
             raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}")
         image_size = tuple(int(v) for v in image_size)
+        if not 0.0 <= rpn_negative_iou <= rpn_positive_iou <= 1.0:
+            raise ValueError(
+                "`rpn_negative_iou` <= `rpn_positive_iou` must both be in [0, 1], got "
+                f"rpn_negative_iou={rpn_negative_iou!r}, rpn_positive_iou={rpn_positive_iou!r}"
+            )
         if len(image_size) != 2 or min(image_size) <= 0:
             raise ValueError(f"`image_size` must be a positive (height, width), got {image_size!r}")
         backbone_name = backbone if isinstance(backbone, str) else None
@@ -395,6 +406,8 @@ class FasterRCNN(keras.Model):
         self.max_detections = int(max_detections)
         self.rpn_batch_size = int(rpn_batch_size)
         self.rpn_positive_fraction = float(rpn_positive_fraction)
+        self.rpn_positive_iou = float(rpn_positive_iou)
+        self.rpn_negative_iou = float(rpn_negative_iou)
         self.rcnn_batch_size = int(rcnn_batch_size)
         self.rcnn_positive_fraction = float(rcnn_positive_fraction)
         self.rpn_ignore_cross_boundary = bool(rpn_ignore_cross_boundary)
@@ -432,6 +445,7 @@ class FasterRCNN(keras.Model):
         anchors = self.anchors(features)
         targets = rpn_targets(
             anchors, gt_boxes, gt_classes, self.image_size,
+            high=self.rpn_positive_iou, low=self.rpn_negative_iou,
             num_samples=self.rpn_batch_size, positive_fraction=self.rpn_positive_fraction,
             ignore_cross_boundary=self.rpn_ignore_cross_boundary, seed=rpn_seed,
         )
@@ -550,6 +564,8 @@ class FasterRCNN(keras.Model):
             "max_detections": self.max_detections,
             "rpn_batch_size": self.rpn_batch_size,
             "rpn_positive_fraction": self.rpn_positive_fraction,
+            "rpn_positive_iou": self.rpn_positive_iou,
+            "rpn_negative_iou": self.rpn_negative_iou,
             "rcnn_batch_size": self.rcnn_batch_size,
             "rcnn_positive_fraction": self.rcnn_positive_fraction,
             "rpn_ignore_cross_boundary": self.rpn_ignore_cross_boundary,

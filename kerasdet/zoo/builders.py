@@ -60,10 +60,20 @@ def build_faster_rcnn(config: ZooConfig, num_classes: int, *, backbone_weights=N
             raise WeightsError(" ".join(str(error).split())) from None
     anchor_generator = _anchor_generator(m["anchors"])
     rpn_head = None
-    if m["rpn_channels"] is not None:
+    if m["rpn_channels"] is not None or m["rpn_separable"] or m["rpn_kernel_size"] != 3:
         k = (anchor_generator or AnchorGenerator()).anchors_per_location[0]
-        rpn_head = RPNHead(num_anchors=k, channels=m["rpn_channels"], name="rpn_head")
-    pool = RoIAlign if m["roi_pool"] == "roi_align" else RoIPool
+        channels = m["rpn_channels"]
+        if channels is None:  # FasterRCNN's default width, min(512, C), needs the backbone built
+            if isinstance(backbone, str):
+                backbone = build_backbone(backbone, input_shape=(*image_size, 3), stride=stride,
+                                          batch_norm=m["backbone_batch_norm"])
+            channels = int(min(512, backbone.output.shape[-1]))
+        rpn_head = RPNHead(num_anchors=k, channels=channels, separable=m["rpn_separable"],
+                           kernel_size=m["rpn_kernel_size"], name="rpn_head")
+    if m["roi_pool"] == "roi_align":
+        roi_pool = RoIAlign(m["pool_size"], 1.0 / stride, sampling_ratio=m["sampling_ratio"], name="roi_pool")
+    else:
+        roi_pool = RoIPool(m["pool_size"], 1.0 / stride, name="roi_pool")
     # Batch-norm options are passed only when set, so configurations without them build
     # with any FasterRCNN.
     batch_norm = {key: True for key in ("backbone_batch_norm", "train_backbone_batch_norm") if m[key]}
@@ -76,13 +86,15 @@ def build_faster_rcnn(config: ZooConfig, num_classes: int, *, backbone_weights=N
         anchor_generator=anchor_generator,
         rpn_head=rpn_head,
         proposal_layer=ProposalLayer(**m["proposals"], name="proposals"),
-        roi_pool=pool(m["pool_size"], 1.0 / stride, name="roi_pool"),
+        roi_pool=roi_pool,
         head_units=tuple(m["head_units"]),
         score_threshold=m["score_threshold"],
         nms_iou=m["nms_iou"],
         max_detections=m["max_detections"],
         rpn_batch_size=m["rpn_batch_size"],
         rpn_positive_fraction=m["rpn_positive_fraction"],
+        rpn_positive_iou=m["rpn_positive_iou"],
+        rpn_negative_iou=m["rpn_negative_iou"],
         rcnn_batch_size=m["rcnn_batch_size"],
         rcnn_positive_fraction=m["rcnn_positive_fraction"],
         rpn_ignore_cross_boundary=m["rpn_ignore_cross_boundary"],

@@ -299,15 +299,20 @@ FASTER_RCNN_MODEL = {
     "image_size": Field("size", [512, 512], doc="static input [height, width]"),
     "anchors": Field("anchors", None, nullable=True, doc="sizes × aspect ratios, or [w, h, ...] per level"),
     "rpn_channels": Field("int", None, minimum=1, nullable=True, doc="RPN 3×3 conv width (default min(512, C))"),
+    "rpn_separable": Field("bool", False, doc="RPN conv depthwise-separable (ThunderNet)"),
+    "rpn_kernel_size": Field("int", 3, minimum=1, doc="RPN conv kernel size (odd)"),
     "proposals": Field("mapping", {}, schema=PROPOSALS, doc="RPN proposal layer"),
     "roi_pool": Field("choice", "roi_pool", choices=("roi_pool", "roi_align"), doc="RoI pooling"),
     "pool_size": Field("int", 7, minimum=1, doc="RoI pooling grid"),
+    "sampling_ratio": Field("int", 2, minimum=1, doc="RoIAlign bilinear samples per bin and axis"),
     "head_units": Field("int_list", [1024, 1024], minimum=1, doc="Fast R-CNN FC widths"),
     "score_threshold": Field("number", 0.05, minimum=0.0, maximum=1.0, doc="detection score threshold"),
     "nms_iou": Field("number", 0.5, minimum=0.0, maximum=1.0, doc="per-class NMS IoU"),
     "max_detections": Field("int", 100, minimum=1, doc="detections per image"),
     "rpn_batch_size": Field("int", 256, minimum=1, doc="anchors sampled per image"),
     "rpn_positive_fraction": Field("number", 0.5, minimum=0.0, maximum=1.0),
+    "rpn_positive_iou": Field("number", 0.7, minimum=0.0, maximum=1.0, doc="RPN positive anchor IoU"),
+    "rpn_negative_iou": Field("number", 0.3, minimum=0.0, maximum=1.0, doc="RPN negative anchor IoU"),
     "rcnn_batch_size": Field("int", 512, minimum=1, doc="RoIs sampled per image"),
     "rcnn_positive_fraction": Field("number", 0.25, minimum=0.0, maximum=1.0),
     "rpn_ignore_cross_boundary": Field("bool", True, doc="leave border-crossing anchors out of the RPN loss"),
@@ -344,6 +349,9 @@ FASTER_RCNN_TRAIN = {
     "minutes": Field("number", None, minimum=0.0, nullable=True, doc="wall-clock training budget"),
     "optimizer": Field("choice", "adam", choices=("adam", "sgd")),
     "learning_rate": Field("number", 1e-3, minimum=0.0),
+    "schedule": Field("choice", "constant", choices=("constant", "cosine"),
+                      doc="learning rate: constant, or cosine decay over the `minutes` budget"),
+    "warmup_steps": Field("int", 100, minimum=1, doc="linear warm-up of the cosine schedule"),
     "momentum": Field("number", 0.9, minimum=0.0, maximum=1.0, doc="SGD momentum"),
     "clipnorm": Field("number", None, minimum=0.0, nullable=True),
 }
@@ -543,6 +551,12 @@ def _check_consistency(config: ZooConfig, where: str) -> None:
                             anchors["stride"])
             if "wh" in anchors and len(anchors["wh"]) != 1:
                 raise _fail(where, "model.anchors.wh", "one level (Faster R-CNN has one feature map)", anchors["wh"])
+        if config.train["schedule"] == "cosine" and not config.train["minutes"]:
+            raise _fail(where, "train.schedule", "'constant' without a `train.minutes` budget (cosine decays over it)",
+                        "cosine")
+        if model["rpn_negative_iou"] > model["rpn_positive_iou"]:
+            raise _fail(where, "model.rpn_negative_iou",
+                        f"at most `model.rpn_positive_iou` = {model['rpn_positive_iou']}", model["rpn_negative_iou"])
     else:
         window = ARCHITECTURES[model["arch"]].window
         for scale in model["scales"]:
