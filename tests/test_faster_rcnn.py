@@ -162,3 +162,15 @@ def test_rpn_iou_thresholds_reach_the_anchor_matcher(monkeypatch):
     assert (config["rpn_positive_iou"], config["rpn_negative_iou"]) == (0.5, 0.2)
     with pytest.raises(ValueError, match=r"rpn_negative_iou=0\.6, rpn_positive_iou=0\.5"):
         small_model(rpn_positive_iou=0.5, rpn_negative_iou=0.6)
+
+
+def test_rpn_options_configure_the_default_rpn_head():
+    model = small_model(rpn_separable=True, rpn_kernel_size=5)
+    assert model.rpn_head.separable and model.rpn_head.kernel_size == 5
+    assert model.rpn_head.channels == 96  # min(512, tiny backbone channels), as without options
+    assert small_model(rpn_channels=32).rpn_head.channels == 32
+    from kerasdet.layers import RPNHead
+
+    with pytest.raises(ValueError, match=r"with an `rpn_head` given they must stay unset, got rpn_channels=None, "
+                                         r"rpn_separable=True, rpn_kernel_size=3"):
+        small_model(rpn_head=RPNHead(num_anchors=9, channels=8), rpn_separable=True)

@@ -53,8 +53,8 @@ from timing import time_interleaved  # noqa: E402  (tools/timing.py)
 
 import kerasdet  # noqa: E402,F401  (TF backend)
 from kerasdet.analysis import count_flops  # noqa: E402
-from kerasdet.layers import AnchorGenerator, ConvFC, RoIAlign, RPNHead  # noqa: E402
-from kerasdet.models import FasterRCNN, ProposalLayer, build_backbone  # noqa: E402
+from kerasdet.layers import ConvFC, RoIAlign  # noqa: E402
+from kerasdet.models import FasterRCNN, ProposalLayer  # noqa: E402
 from kerasdet.postprocess.nms import NonMaxSuppression  # noqa: E402
 
 PEER_SECONDS = 3.0  # TF Model Garden fasterrcnn_resnetfpn_coco on this machine (the issue)
@@ -89,7 +89,7 @@ def model_flops(model: keras.Model) -> int:
     return total
 
 
-def _kernel_size(conv) -> int:
+def _weights_per_position(conv) -> int:
     """Multiply-adds per output position of a conv: its kernel weights (a separable conv's
     depthwise and pointwise kernels together)."""
     if isinstance(conv, keras.layers.SeparableConv2D):
@@ -107,7 +107,7 @@ def _describe_rpn_conv(model) -> str:
 def rpn_head_flops(rpn_head, feature_hw) -> int:
     positions = feature_hw[0] * feature_hw[1]
     convs = (rpn_head.conv, rpn_head.objectness_conv, rpn_head.delta_conv)
-    return sum(2 * _kernel_size(c) * positions for c in convs)
+    return sum(2 * _weights_per_position(c) * positions for c in convs)
 
 
 def roi_head_flops(roi_head, num_rois) -> int:
@@ -158,27 +158,19 @@ def fetch(structure):
 # --- the model's stages --------------------------------------------------------------------
 
 
-def _backbone_channels(args) -> int:
-    backbone = build_backbone(args.backbone, input_shape=(*args.image_size, 3), stride=args.backbone_stride)
-    return int(backbone.output.shape[-1])
-
-
 def build_model(args):
     proposal_layer = ProposalLayer(
         pre_nms_top_k_test=args.pre_nms_top_k, post_nms_top_k_test=args.post_nms_top_k, nms_iou=0.7,
         name="proposals",
     )
     kwargs = {} if args.head_units is None else {"head_units": tuple(args.head_units)}
-    if args.rpn_separable or args.rpn_channels is not None:
-        channels = args.rpn_channels or min(512, _backbone_channels(args))
-        kwargs["rpn_head"] = RPNHead(num_anchors=AnchorGenerator().anchors_per_location[0], channels=channels,
-                                     separable=args.rpn_separable, kernel_size=args.rpn_kernel_size, name="rpn_head")
     if args.roi_align:
         kwargs["roi_pool"] = RoIAlign(7, 1 / args.backbone_stride, sampling_ratio=args.sampling_ratio, name="roi_pool")
     return FasterRCNN(
         args.num_classes, backbone=args.backbone, backbone_stride=args.backbone_stride,
         image_size=tuple(args.image_size), proposal_layer=proposal_layer,
-        score_threshold=args.score_threshold, **kwargs,
+        score_threshold=args.score_threshold, rpn_channels=args.rpn_channels, rpn_separable=args.rpn_separable,
+        rpn_kernel_size=args.rpn_kernel_size, **kwargs,
     )
 
 

@@ -148,7 +148,7 @@ def build_rpn(args):
 
     import kerasdet  # noqa: F401  (TF backend)
     from kerasdet.data.shapes import CLASS_NAMES
-    from kerasdet.layers import AnchorGenerator, RPNHead
+    from kerasdet.layers import AnchorGenerator
     from kerasdet.models import FasterRCNN, ProposalLayer
     from kerasdet.models.faster_rcnn import default_anchor_sizes
 
@@ -157,8 +157,7 @@ def build_rpn(args):
     model = FasterRCNN(
         len(CLASS_NAMES), backbone="tiny", backbone_stride=args.backbone_stride, anchor_generator=anchors,
         backbone_batch_norm=args.batch_norm,
-        rpn_head=RPNHead(num_anchors=anchors.anchors_per_location[0], channels=96, separable=True,
-                         kernel_size=args.rpn_kernel_size, name="rpn_head") if args.rpn_separable else None,
+        rpn_separable=args.rpn_separable, rpn_kernel_size=args.rpn_kernel_size if args.rpn_separable else 3,
         # The model input is the image padded at the bottom/right to a multiple of the
         # stride (as torchvision's size_divisibility and kerasdet's letterboxing do):
         # at 375×500 itself the "same"-padded stride-2 convs shift the feature grid

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import kerasdet  # noqa: F401  (TF backend)
 from kerasdet.data.shapes import CLASS_NAMES, make_example
-from kerasdet.layers import AnchorGenerator, RoIAlign, RoIPool, RPNHead
+from kerasdet.layers import AnchorGenerator, RoIAlign, RoIPool
 from kerasdet.metrics import COCOEvaluator
 from kerasdet.models import FasterRCNN, ProposalLayer
 from kerasdet.training.budget import CosineOverBudget, TimeBudget
@@ -109,9 +109,7 @@ def main(argv=None):
         image_size=(256, 256), head_units=(256, 256),
         rpn_batch_size=256, rcnn_batch_size=args.rcnn_batch_size, nms_iou=args.nms_iou,
         rpn_positive_iou=args.rpn_iou[0], rpn_negative_iou=args.rpn_iou[1],
-        rpn_head=RPNHead(num_anchors=(anchors or AnchorGenerator()).anchors_per_location[0],
-                         channels=96, separable=args.rpn_separable, kernel_size=args.rpn_kernel_size, name="rpn_head")
-        if args.rpn_separable or args.rpn_kernel_size != 3 else None,
+        rpn_separable=args.rpn_separable, rpn_kernel_size=args.rpn_kernel_size,
         roi_pool=(RoIAlign(7, 1 / args.backbone_stride, sampling_ratio=args.sampling_ratio, name="roi_pool")
                   if args.roi_align else RoIPool(7, 1 / args.backbone_stride, name="roi_pool")),
         proposal_layer=ProposalLayer(pre_nms_top_k_train=2000, post_nms_top_k_train=256,

@@ -267,7 +267,12 @@ class FasterRCNN(keras.Model):
         image_size: static `(H, W)` of the input images.
         anchor_generator: default `AnchorGenerator(default_anchor_sizes(image_size),
             aspect ratios (0.5, 1, 2), the backbone's stride)`.
-        rpn_head: default `RPNHead(k, channels=min(512, backbone channels))`.
+        rpn_head: default `RPNHead(k, channels=rpn_channels, separable=rpn_separable,
+            kernel_size=rpn_kernel_size)`.
+        rpn_channels: width of the default RPN head's conv (default `min(512, backbone
+            channels)`).
+        rpn_separable, rpn_kernel_size: the default RPN head's conv: depthwise-separable
+            (ThunderNet's compressed RPN) or dense (the paper's, default), and its size (3).
         proposal_layer: default `ProposalLayer()` (paper sizes: 12000/2000 train,
             6000/300 test).
         roi_pool: default `RoIPool(7, 1 / stride)`.
@@ -310,6 +315,9 @@ class FasterRCNN(keras.Model):
         image_size=(512, 512),
         anchor_generator=None,
         rpn_head=None,
+        rpn_channels=None,
+        rpn_separable=False,
+        rpn_kernel_size=3,
         proposal_layer=None,
         roi_pool=None,
         head_units=(1024, 1024),
@@ -361,7 +369,15 @@ class FasterRCNN(keras.Model):
         if anchor_generator.num_levels != 1:
             raise ValueError("FasterRCNN uses one feature level; `anchor_generator` must have one stride")
         num_anchors = anchor_generator.anchors_per_location[0]
-        rpn_head = rpn_head or RPNHead(num_anchors=num_anchors, channels=int(min(512, channels)), name="rpn_head")
+        if rpn_head is None:
+            rpn_head = RPNHead(num_anchors=num_anchors, channels=int(rpn_channels or min(512, channels)),
+                               separable=rpn_separable, kernel_size=rpn_kernel_size, name="rpn_head")
+        elif (rpn_channels, rpn_separable, rpn_kernel_size) != (None, False, 3):
+            raise ValueError(
+                "`rpn_channels` / `rpn_separable` / `rpn_kernel_size` configure the default RPN head; "
+                f"with an `rpn_head` given they must stay unset, got rpn_channels={rpn_channels!r}, "
+                f"rpn_separable={rpn_separable!r}, rpn_kernel_size={rpn_kernel_size!r}"
+            )
         if rpn_head.num_anchors != num_anchors:
             raise ValueError(f"`rpn_head.num_anchors` = {rpn_head.num_anchors} but the anchor generator has {num_anchors}")
         proposal_layer = proposal_layer or ProposalLayer(name="proposals")

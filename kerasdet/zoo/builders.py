@@ -6,7 +6,7 @@ import dataclasses
 
 import keras
 
-from kerasdet.layers import AnchorGenerator, RoIAlign, RoIPool, RPNHead
+from kerasdet.layers import AnchorGenerator, RoIAlign, RoIPool
 from kerasdet.models.backbones import build_backbone
 from kerasdet.models.faster_rcnn import FasterRCNN
 from kerasdet.models.overfeat import overfeat_classifier
@@ -59,17 +59,6 @@ def build_faster_rcnn(config: ZooConfig, num_classes: int, *, backbone_weights=N
         except RuntimeError as error:  # build_backbone's "needs network access" error
             raise WeightsError(" ".join(str(error).split())) from None
     anchor_generator = _anchor_generator(m["anchors"])
-    rpn_head = None
-    if m["rpn_channels"] is not None or m["rpn_separable"] or m["rpn_kernel_size"] != 3:
-        k = (anchor_generator or AnchorGenerator()).anchors_per_location[0]
-        channels = m["rpn_channels"]
-        if channels is None:  # FasterRCNN's default width, min(512, C), needs the backbone built
-            if isinstance(backbone, str):
-                backbone = build_backbone(backbone, input_shape=(*image_size, 3), stride=stride,
-                                          batch_norm=m["backbone_batch_norm"])
-            channels = int(min(512, backbone.output.shape[-1]))
-        rpn_head = RPNHead(num_anchors=k, channels=channels, separable=m["rpn_separable"],
-                           kernel_size=m["rpn_kernel_size"], name="rpn_head")
     if m["roi_pool"] == "roi_align":
         roi_pool = RoIAlign(m["pool_size"], 1.0 / stride, sampling_ratio=m["sampling_ratio"], name="roi_pool")
     else:
@@ -84,7 +73,9 @@ def build_faster_rcnn(config: ZooConfig, num_classes: int, *, backbone_weights=N
         **batch_norm,
         image_size=image_size,
         anchor_generator=anchor_generator,
-        rpn_head=rpn_head,
+        rpn_channels=m["rpn_channels"],
+        rpn_separable=m["rpn_separable"],
+        rpn_kernel_size=m["rpn_kernel_size"],
         proposal_layer=ProposalLayer(**m["proposals"], name="proposals"),
         roi_pool=roi_pool,
         head_units=tuple(m["head_units"]),
