@@ -170,3 +170,27 @@ def test_offset_pool_converts_to_builtin_tflite():
     model = overfeat_classifier("tiny", num_classes=3, last_pool="offset")
     ops = tflite_op_names(convert_builtin_only(model, [tf.TensorSpec([1, 110, 110, 3], tf.float32)]))
     assert not [op for op in ops if op.startswith("CUSTOM")], ops
+
+
+def test_batch_norm_option_keeps_geometry_and_dense_equals_crops():
+    """Batch norm (inference mode) is a per-channel affine map: geometry, parameter count
+    (conv biases → 4 values per channel) and the dense-equals-crops identity all hold."""
+    keras.utils.set_random_seed(0)
+    plain = overfeat_classifier("tiny", num_classes=5, conv_padding="valid")
+    model = overfeat_classifier("tiny", num_classes=5, conv_padding="valid", batch_norm=True)
+    assert spatial_geometry(model, (86, 86)) == spatial_geometry(plain, (86, 86))
+    conv_channels = sum(layer.filters for layer in plain.layers if isinstance(layer, keras.layers.Conv2D))
+    assert model.count_params() == plain.count_params() + 3 * conv_channels  # −bias, +γ β mean var
+    # Non-trivial statistics, so the normalization is not the identity.
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, c), rng.normal(0, 1, c), rng.normal(0, 1, c), rng.uniform(0.5, 2, c)])
+    stride = spatial_geometry(model, (86, 86)).effective_stride[0]
+    image = rng.uniform(0, 255, [1, 86 + 2 * stride, 86 + stride, 3]).astype("float32")
+    dense = model(image).numpy()
+    crops = np.concatenate(
+        [image[:, i * stride : i * stride + 86, j * stride : j * stride + 86] for i in range(3) for j in range(2)]
+    )
+    np.testing.assert_allclose(dense[0], model(crops).numpy().reshape(3, 2, 5), rtol=1e-4, atol=1e-4)

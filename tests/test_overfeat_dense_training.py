@@ -157,9 +157,10 @@ def test_sampler_targets_agree_with_what_the_model_outputs():
     assert (labels > 0).any()
 
 
-def test_dense_fit_steps_reduce_the_losses():
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_dense_fit_steps_reduce_the_losses(batch_norm):
     keras.utils.set_random_seed(0)
-    model = overfeat_classifier("tiny", num_classes=6, dropout=0.0)
+    model = overfeat_classifier("tiny", num_classes=6, dropout=0.0, batch_norm=batch_norm)
     sampler = DensePatchSampler(_examples(6), model=model, window=S, patch_size=110, scale_range=(1.0, 1.6), object_prob=1.0)
     images, labels, targets = sampler.sample(8)
     # One fixed batch, so the loss before and after a few steps is comparable.
@@ -171,8 +172,11 @@ def test_dense_fit_steps_reduce_the_losses():
 
     localizer = overfeat_localizer(model, "tiny", num_classes=5)
     conv1 = model.get_layer("conv1").get_weights()[0].copy()
+    bn_mean = model.get_layer("conv1_bn").get_weights()[2].copy() if batch_norm else None
     loc_loss = DenseLocalizationLoss()
     before = float(loc_loss(targets, localizer(images)))
     fit_dense_localizer(localizer, tf.data.Dataset.from_tensors((images, targets)).repeat(), steps=8, verbose=0)
     assert float(loc_loss(targets, localizer(images))) < before
     np.testing.assert_array_equal(model.get_layer("conv1").get_weights()[0], conv1)  # frozen
+    if batch_norm:  # frozen batch norm runs in inference mode: its statistics stay the classifier's
+        np.testing.assert_array_equal(model.get_layer("conv1_bn").get_weights()[2], bn_mean)

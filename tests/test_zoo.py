@@ -96,14 +96,16 @@ def test_tiny_configs_match_the_training_recipes():
     frcnn = zoo.get_config("faster_rcnn_tiny").model
     assert frcnn["image_size"] == [256, 256] and frcnn["head_units"] == [256, 256]
     # The recipe's --anchor-sizes 16 32 64 128 (the bundled weights' command).
-    assert frcnn["anchors"] == {"stride": 16, "sizes": [16.0, 32.0, 64.0, 128.0], "aspect_ratios": [0.5, 1.0, 2.0]}
+    assert frcnn["anchors"] == {"stride": 8, "sizes": [16.0, 32.0, 64.0, 128.0], "aspect_ratios": [0.5, 1.0, 2.0]}
+    assert frcnn["backbone_stride"] == 8  # --backbone-stride 8: the FPN top-down level
     assert frcnn["rpn_ignore_cross_boundary"] is False and frcnn["backbone_batch_norm"] is True
     assert frcnn["proposals"]["post_nms_top_k_train"] == 256 and frcnn["rcnn_batch_size"] == 64
     # --roi-align --sampling-ratio 1 --rpn-separable --rpn-kernel-size 5
     assert frcnn["roi_pool"] == "roi_align" and frcnn["sampling_ratio"] == 1
     assert frcnn["rpn_separable"] is True and frcnn["rpn_kernel_size"] == 5
     command = zoo.get_config("faster_rcnn_tiny").weights["shapes"].command
-    for flag in ("--roi-align", "--sampling-ratio 1", "--rpn-separable", "--rpn-kernel-size 5", "--rcnn-batch-size 64",
+    for flag in ("--backbone-stride 8", "--roi-align", "--sampling-ratio 1", "--rpn-separable", "--rpn-kernel-size 5",
+                 "--rcnn-batch-size 64",
                  "--learning-rate 4e-3", "--cosine"):
         assert flag in command
     overfeat = zoo.get_config("overfeat_tiny")
@@ -139,7 +141,7 @@ def test_info_reports_parameters_and_weights(tmp_path):
         (lambda d: d["model"].update(backbone="resnet"), "`model.backbone` must be one of"),
         (lambda d: d["model"].update(anchors=[[10, 13, 16]]), "`model.anchors.wh[0]` must list (w, h) pairs, got an odd-length list of 3 numbers: [10, 13, 16]"),
         (lambda d: d["model"].update(anchors={"stride": 16, "size": [32]}), "unknown key `model.anchors.size`. Did you mean 'sizes'?"),
-        (lambda d: d["model"].update(anchors={"stride": 8, "sizes": [32]}), "`model.anchors.stride` must be the backbone's feature stride, `model.backbone_stride` = 16, got 8"),
+        (lambda d: d["model"].update(anchors={"stride": 16, "sizes": [32]}), "`model.anchors.stride` must be the backbone's feature stride, `model.backbone_stride` = 8, got 16"),
         (lambda d: d["model"]["proposals"].update(nms_iou=1.5), "`model.proposals.nms_iou` must be a number >= 0 and < 1, got 1.5"),
         (lambda d: d.update(family="yolo"), "`family` must be one of ['faster_rcnn', 'overfeat'], got 'yolo'"),
         (lambda d: d["train"].update(batch_size=0), "`train.batch_size` must be an integer >= 1, got 0"),
@@ -219,14 +221,21 @@ def test_input_shape_sets_the_image_size_and_explicit_anchors_build():
         zoo.load("faster_rcnn_tiny", input_shape=(48, 80, 3), image_size=(64, 64))
 
 
-def test_stride_8_backbone_sets_anchor_stride_and_pooling_scale():
-    model = zoo.load("faster_rcnn_tiny", image_size=(64, 64), head_units=[16], backbone_stride=8,
-                     anchors={"stride": 8, "sizes": [16, 32], "aspect_ratios": [1.0]})
-    assert model.backbone.output.shape[1:3] == (8, 8)
-    assert model.roi_pool.spatial_scale == pytest.approx(1 / 8)
-    assert model.anchor_generator.strides == [8] and model.anchor_generator.anchors_per_location == [2]
+@pytest.mark.parametrize("stride", [8, 16])
+def test_backbone_stride_sets_anchor_stride_and_pooling_scale(stride):
+    model = zoo.load("faster_rcnn_tiny", image_size=(64, 64), head_units=[16], backbone_stride=stride,
+                     anchors={"stride": stride, "sizes": [16, 32], "aspect_ratios": [1.0]})
+    assert model.backbone.output.shape[1:3] == (64 // stride, 64 // stride)
+    assert model.roi_pool.spatial_scale == pytest.approx(1 / stride)
+    assert model.anchor_generator.strides == [stride] and model.anchor_generator.anchors_per_location == [2]
     with pytest.raises(ValueError, match="`model.anchors.stride` must be the backbone's feature stride"):
-        zoo.load("faster_rcnn_tiny", backbone_stride=8)  # the config's anchors are stride 16
+        zoo.load("faster_rcnn_tiny", backbone_stride=16)  # the config's anchors are stride 8
+    # Anchors written without a stride take the backbone's.
+    model = zoo.load("faster_rcnn_tiny", image_size=(64, 64), head_units=[16], backbone_stride=stride,
+                     anchors={"sizes": [16, 32], "aspect_ratios": [1.0]})
+    assert model.anchor_generator.strides == [stride]
+    assert zoo.load("faster_rcnn_tiny", image_size=(64, 64), head_units=[16], backbone_stride=stride,
+                    anchors=[[16, 16, 32, 16]]).anchor_generator.strides == [stride]
 
 
 @pytest.mark.skipif(

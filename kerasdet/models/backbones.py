@@ -68,12 +68,40 @@ _OFFLINE_MESSAGE = (
 )
 
 
+@keras.saving.register_keras_serializable(package="kerasdet")
+class TopDownMerge(keras.layers.Layer):
+    """One FPN top-down step: a coarse map upsampled ×2 (nearest) and added to a finer one.
+
+    "same"-padded stride-2 convs make coarse cell `i` cover fine cells `2i` and `2i + 1`, so
+    the upsampled map lines up from the top-left corner; when the fine size is odd it has one
+    row / column fewer, and the extra one is cut off.
+
+    Call arguments:
+        fine: `[B, H, W, C]` (e.g. a 1×1 lateral conv of stride-8 features).
+        coarse: `[B, ceil(H / 2), ceil(W / 2), C]`.
+
+    Returns:
+        `[B, H, W, C]`.
+    """
+
+    def call(self, fine, coarse):
+        up = tf.repeat(tf.repeat(coarse, 2, axis=1), 2, axis=2)
+        return fine + up[:, : tf.shape(fine)[1], : tf.shape(fine)[2]]
+
+    def compute_output_shape(self, fine_shape, coarse_shape):
+        return fine_shape
+
+
 def _tiny(inputs, filters=(16, 32, 64, 96), stride=16, batch_norm=False):
-    """Four stages of (3×3 conv, 3×3 conv), ReLU, the first conv of each stage with stride 2
-    until the output stride is reached (stride 8: the last stage keeps the resolution);
-    optionally batch normalization after every conv (faster training from scratch)."""
+    """Four stages of (3×3 conv, 3×3 conv), ReLU, the first conv of each stage with stride 2;
+    optionally batch normalization after every conv (faster training from scratch).
+
+    Stride 16 returns the last stage. Stride 8 adds one FPN top-down step (Lin et al., 2017):
+    the last stage, upsampled ×2, plus a 1×1 lateral conv of the stride-8 stage — finer cells
+    for 12–24 px objects, with the deep stage's receptive field and semantics. (Keeping the
+    last stage at stride 8 instead cost 1.4× the training step and learned far slower: AP50
+    0.12 against 0.60 after 5 minutes.)"""
     x = input_normalization()(inputs)
-    downsamplings = {8: 3, 16: 4}[stride]
 
     def conv(x, width, step, name):
         if not batch_norm:
@@ -82,10 +110,15 @@ def _tiny(inputs, filters=(16, 32, 64, 96), stride=16, batch_norm=False):
         x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
         return keras.layers.ReLU(name=f"{name}_relu")(x)
 
+    stages = []
     for stage, width in enumerate(filters, start=1):
-        x = conv(x, width, 2 if stage <= downsamplings else 1, f"stage{stage}_down")
+        x = conv(x, width, 2, f"stage{stage}_down")
         x = conv(x, width, 1, f"stage{stage}_conv")
-    return x
+        stages.append(x)
+    if stride == 16:
+        return x
+    lateral = keras.layers.Conv2D(filters[-1], 1, name="lateral3")(stages[2])
+    return TopDownMerge(name="top_down")(lateral, stages[3])
 
 
 def build_backbone(
@@ -96,12 +129,13 @@ def build_backbone(
     Args:
         name: `"vgg16"` (conv5_3), `"resnet50"` (end of conv4), `"mobilenetv2"`
             (`block_13_expand_relu`) or `"tiny"` (four plain conv stages, 16→32→64→96
-            channels, for fast CPU tests).
+            channels, for CPU training in minutes).
         input_shape: `(H, W, 3)`; `None` sizes accept any image.
         weights: `None` (random init) or `"imagenet"` (downloaded by `keras.applications`;
             needs network access). Not supported for `"tiny"`.
-        stride: output stride, 16; `"tiny"` also supports 8 (finer features for small
-            objects: 4× the locations at little extra cost).
+        stride: output stride, 16; `"tiny"` also supports 8: its stride-16 stage upsampled
+            and added to the stride-8 stage (one FPN top-down step), 4× the locations for
+            small objects at little extra cost.
         batch_norm: `"tiny"` only: batch normalization after every conv.
 
     Returns:

@@ -32,7 +32,7 @@ def input_normalization(name: str = "normalize") -> keras.layers.Layer:
 
 
 def overfeat_features(
-    arch="accurate", *, input_shape=(None, None, 3), conv_padding=None, name=None
+    arch="accurate", *, input_shape=(None, None, 3), conv_padding=None, batch_norm: bool = False, name=None
 ) -> keras.Model:
     """OverFeat layers 1–5 without the last pool: the shared feature extractor.
 
@@ -41,6 +41,10 @@ def overfeat_features(
         input_shape: `(H, W, 3)`; `None` sizes accept any image at least the window size.
         conv_padding: override the padding of every "same" conv (e.g. `"valid"` for a
             padding-free variant whose dense output equals crops exactly).
+        batch_norm: batch normalization between every conv and its ReLU (not in the
+            paper, which predates it): a network trained from scratch in minutes learns
+            far faster with it. In inference it is a per-channel affine map, so the dense
+            output still equals the crops'.
 
     Returns:
         A functional model `[B, H, W, 3]` (0–255 RGB) → `[B, h, w, C5]`, the map the last
@@ -55,8 +59,11 @@ def overfeat_features(
             conv_index += 1
             x = keras.layers.Conv2D(
                 layer.filters, layer.kernel, strides=layer.stride, padding=layer.effective_padding(conv_padding),
-                activation="relu", name=f"conv{conv_index}",
+                activation=None if batch_norm else "relu", use_bias=not batch_norm, name=f"conv{conv_index}",
             )(x)
+            if batch_norm:
+                x = keras.layers.BatchNormalization(name=f"conv{conv_index}_bn")(x)
+                x = keras.layers.ReLU(name=f"conv{conv_index}_relu")(x)
         else:
             pool_index += 1
             x = keras.layers.MaxPooling2D(layer.size, name=f"pool{pool_index}")(x)
@@ -71,6 +78,7 @@ def overfeat_classifier(
     input_shape=(None, None, 3),
     dropout: float = 0.5,
     conv_padding=None,
+    batch_norm: bool = False,
     name=None,
 ) -> keras.Model:
     """OverFeat's classifier; run on an image larger than its window it is a dense sliding
@@ -87,7 +95,7 @@ def overfeat_classifier(
             221 → 3×3, stride 24).
         input_shape: `(H, W, 3)`, default any size.
         dropout: rate after the two hidden FC layers (training only).
-        conv_padding: see `overfeat_features`.
+        conv_padding, batch_norm: see `overfeat_features`.
 
     Returns:
         A functional model: images float32 `[B, H, W, 3]`, 0–255 RGB → logits
@@ -104,7 +112,7 @@ def overfeat_classifier(
         raise ValueError(f"`last_pool` must be one of {LAST_POOL_MODES}, got {last_pool!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}")
-    features = overfeat_features(spec, input_shape=input_shape, conv_padding=conv_padding)
+    features = overfeat_features(spec, input_shape=input_shape, conv_padding=conv_padding, batch_norm=batch_norm)
     inputs = features.input
     x = features.output
     k = spec.last_pool

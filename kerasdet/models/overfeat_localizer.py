@@ -84,8 +84,11 @@ def overfeat_localizer(classifier: keras.Model, arch, num_classes: int, *, units
 
 
 def feature_layers(model: keras.Model):
-    """The convolution layers (1–5) of an OverFeat model, to freeze for localization."""
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    """The layers 1–5 of an OverFeat model that hold weights (convolutions, and batch
+    normalization if any), to freeze for localization. A frozen batch-norm layer also runs
+    in inference mode: its statistics stay the classifier's."""
+    return [layer for layer in model.layers
+            if isinstance(layer, (keras.layers.Conv2D, keras.layers.BatchNormalization))]
 
 
 @keras.saving.register_keras_serializable(package="kerasdet")

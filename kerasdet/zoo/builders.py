@@ -130,7 +130,7 @@ def build_overfeat(config: ZooConfig, num_classes: int) -> OverFeatParts:
     """Classifier (C + 1 outputs), localizer (4·C) and detector from `config.model`."""
     m = config.model
     classifier = overfeat_classifier(
-        m["arch"], num_classes + 1, last_pool=m["last_pool"], dropout=m["dropout"],
+        m["arch"], num_classes + 1, last_pool=m["last_pool"], dropout=m["dropout"], batch_norm=m["batch_norm"],
         name=f"{config.name}_classifier",
     )
     localizer = overfeat_localizer(

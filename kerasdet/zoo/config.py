@@ -227,7 +227,8 @@ def check_mapping(value, schema: dict, where: str, key: str = "") -> dict:
 def check_anchors(value, where: str, key: str) -> dict:
     """Normalizes `anchors` to `{"stride", "sizes", "aspect_ratios"}` or `{"stride", "wh"}`.
 
-    Accepted forms: a mapping with `stride` (default 16) and either `sizes` +
+    Accepted forms: a mapping with `stride` (default: the backbone's, filled in by the
+    configuration's consistency check) and either `sizes` +
     `aspect_ratios` (aspect ratio = height / width) or `wh`; or, as in YOLOv5 configs, a
     bare list with one `[w, h, w, h, ...]` list per feature level.
     """
@@ -248,7 +249,9 @@ def check_anchors(value, where: str, key: str) -> dict:
                 f"{where}: unknown key `{key}.{name}`.{suggestion(name, valid)} "
                 f"Valid keys of `{key}`: {', '.join(valid)}"
             )
-    stride = schema["stride"].check(value.get("stride", 16), where, f"{key}.stride")
+    stride = value.get("stride")
+    if stride is not None:
+        stride = schema["stride"].check(stride, where, f"{key}.stride")
     wh = value.get("wh")
     if wh is not None:
         if value.get("sizes") is not None or value.get("aspect_ratios") is not None:
@@ -326,6 +329,7 @@ OVERFEAT_MODEL = {
     "scales": Field("number_list", [1.0], minimum=1e-3, doc="image pyramid resize factors"),
     "last_pool": Field("choice", "standard", choices=LAST_POOL_MODES, doc="last pooling"),
     "dropout": Field("number", 0.5, minimum=0.0, maximum=1.0, exclusive_maximum=True),
+    "batch_norm": Field("bool", False, doc="batch norm after every conv of layers 1-5 (not the paper's)"),
     "regressor_units": Field("int_list", None, minimum=1, nullable=True, doc="regressor FC widths"),
     "merge": Field("choice", "greedy", choices=MERGE_MODES, doc="greedy merge or NMS"),
     "score_threshold": Field("number", 0.5, minimum=0.0, maximum=1.0),
@@ -545,6 +549,8 @@ def _check_consistency(config: ZooConfig, where: str) -> None:
     if config.family == "faster_rcnn":
         anchors = model["anchors"]
         if anchors is not None:
+            if anchors["stride"] is None:  # not written: the backbone's
+                anchors["stride"] = model["backbone_stride"]
             if anchors["stride"] != model["backbone_stride"]:
                 raise _fail(where, "model.anchors.stride",
                             f"the backbone's feature stride, `model.backbone_stride` = {model['backbone_stride']}",
