@@ -262,6 +262,18 @@ def test_load_overfeat_returns_the_detector_and_parts_share_layers():
         zoo.load_parts("faster_rcnn_tiny")
 
 
+def test_overfeat_batch_norm_option_round_trips_weights(tmp_path):
+    """`model.batch_norm`: layers 1–5 get batch norm, and the detector's weights (moving
+    statistics included) load back by name into a fresh batch-norm detector."""
+    parts = zoo.load_parts("overfeat_tiny", **SMALL_OVERFEAT, batch_norm=True)
+    assert isinstance(parts.classifier.get_layer("conv1_bn"), keras.layers.BatchNormalization)
+    assert parts.detector.get_layer("dense_windows").get_layer("conv1_bn") is parts.classifier.get_layer("conv1_bn")
+    _shift_weights(parts.detector)
+    parts.save_weights(tmp_path / "bn.weights.h5")
+    again = zoo.load("overfeat_tiny", **SMALL_OVERFEAT, batch_norm=True, weights=str(tmp_path / "bn.weights.h5"))
+    _assert_same(_arrays(again), _arrays(parts.detector))
+
+
 # --- weights: local files, by layer name, num_classes surgery ------------------------------------
 
 
