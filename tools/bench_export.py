@@ -58,7 +58,7 @@ def build_model(args):
     if args.model.endswith(".keras"):
         return keras.saving.load_model(args.model, compile=False), names
     if args.model == "overfeat-tiny":
-        classifier = overfeat_classifier("tiny", num_classes=len(names) + 1)
+        classifier = overfeat_classifier("tiny", num_classes=len(names) + 1, batch_norm=args.batch_norm)
         localizer = overfeat_localizer(classifier, "tiny", num_classes=len(names))
         if args.weights:
             classifier.load_weights(os.path.join(args.weights, "classifier.weights.h5"))
@@ -241,7 +241,7 @@ def main(argv=None):
     parser.add_argument("--merge", choices=["greedy", "nms"], default="greedy", help="OverFeat merge")
     parser.add_argument("--score-threshold", type=float, default=0.6, help="OverFeat confidence threshold")
     parser.add_argument("--backbone-stride", type=int, default=16, help="frcnn-tiny backbone stride (8 or 16)")
-    parser.add_argument("--batch-norm", action="store_true", help="frcnn-tiny backbone with batch norm")
+    parser.add_argument("--batch-norm", action="store_true", help="batch norm in the frcnn-tiny backbone / in overfeat-tiny's layers 1-5, as trained")
     parser.add_argument("--head-svd-rank", type=int, nargs="+", default=None, metavar="T",
                         help="Faster R-CNN: factorize the head's first FC layer at rank T (several: one per layer, 0 keeps)")
     parser.add_argument("--json", default=None, help="also write the rows here")

@@ -46,16 +46,21 @@ def main(argv=None):
     parser.add_argument("--last-pool", default="standard", choices=LAST_POOL_MODES)
     parser.add_argument("--max-candidates", type=int, default=2000, help="merge bound (the zoo's: 2000)")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batch-norm", action="store_true",
+                        help="layers 1-5 with batch norm (as trained with --batch-norm; `--weights zoo` reads it "
+                             "from the zoo configuration)")
     args = parser.parse_args(argv)
 
     from kerasdet.models.overfeat_localizer import overfeat_localizer
 
     keras.utils.set_random_seed(0)
-    classifier = overfeat_classifier(args.arch, num_classes=args.num_classes + 1)
-    localizer = overfeat_localizer(classifier, args.arch, num_classes=args.num_classes)
     if args.weights == "zoo":
         from kerasdet import zoo
 
+        args.batch_norm = zoo.get_config("overfeat_tiny").model["batch_norm"]
+    classifier = overfeat_classifier(args.arch, num_classes=args.num_classes + 1, batch_norm=args.batch_norm)
+    localizer = overfeat_localizer(classifier, args.arch, num_classes=args.num_classes)
+    if args.weights == "zoo":
         parts = zoo.load_parts("overfeat_tiny", weights="shapes", last_pool="standard")
         classifier.set_weights(parts.classifier.get_weights())
         localizer.set_weights(parts.localizer.get_weights())
@@ -64,7 +69,8 @@ def main(argv=None):
         localizer.load_weights(f"{args.weights}/localizer.weights.h5")
     if args.last_pool != "standard":  # same weights (pools have none), denser last pool
         trained = classifier, localizer
-        classifier = overfeat_classifier(args.arch, num_classes=args.num_classes + 1, last_pool=args.last_pool)
+        classifier = overfeat_classifier(args.arch, num_classes=args.num_classes + 1, last_pool=args.last_pool,
+                                         batch_norm=args.batch_norm)
         localizer = overfeat_localizer(classifier, args.arch, num_classes=args.num_classes)
         classifier.set_weights(trained[0].get_weights())
         localizer.set_weights(trained[1].get_weights())
