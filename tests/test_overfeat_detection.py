@@ -8,7 +8,7 @@ import tensorflow as tf
 from kerasdet.analysis import spatial_geometry
 from kerasdet.data.crops import window_crops
 from kerasdet.models import overfeat_classifier
-from kerasdet.models.overfeat_detector import DenseWindowDecoder, overfeat_detector
+from kerasdet.models.overfeat_detector import DenseWindowDecoder, overfeat_detector, with_last_pool
 from kerasdet.models.overfeat_localizer import (
     LocalizationLoss,
     decode_window_boxes,
@@ -191,3 +191,24 @@ def test_fit_localizer_keeps_layers_1_to_5_and_classifier_fixed():
         np.testing.assert_array_equal(w0, w1)
     assert not np.allclose(reg_before, localizer.get_layer("reg_boxes").get_weights()[0])
     assert all(not layer.trainable for layer in feature_layers(localizer))
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_with_last_pool_keeps_the_trained_weights(batch_norm):
+    """`with_last_pool`: the standard pool returns the same networks; offset pooling rebuilds
+    them (batch norm kept) with the same weights, so its offset-(0, 0) locations are the
+    standard model's outputs."""
+    keras.utils.set_random_seed(3)
+    classifier = overfeat_classifier("tiny", num_classes=4, dropout=0.0, batch_norm=batch_norm)
+    localizer = overfeat_localizer(classifier, "tiny", num_classes=3)
+    assert with_last_pool(classifier, localizer, "tiny", "standard") == (classifier, localizer)
+    offset, offset_localizer = with_last_pool(classifier, localizer, "tiny", "offset")
+    assert offset.get_layer("offset_pool") is not None
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in offset.layers) == batch_norm
+    image = np.random.default_rng(0).uniform(0, 255, [1, 86 + 24, 86 + 48, 3]).astype("float32")
+    standard_out, dense_out = classifier(image).numpy(), offset(image).numpy()
+    np.testing.assert_allclose(dense_out[:, ::3, ::3][:, : standard_out.shape[1], : standard_out.shape[2]],
+                               standard_out, rtol=1e-4, atol=1e-4)
+    standard_boxes, dense_boxes = localizer(image).numpy(), offset_localizer(image).numpy()
+    np.testing.assert_allclose(dense_boxes[:, ::3, ::3][:, : standard_boxes.shape[1], : standard_boxes.shape[2]],
+                               standard_boxes, rtol=1e-4, atol=1e-4)

@@ -31,7 +31,7 @@ from timing import median_ms  # tools/timing.py
 import kerasdet  # noqa: F401  (TF backend)
 from kerasdet.models import overfeat_classifier
 from kerasdet.models.overfeat import LAST_POOL_MODES
-from kerasdet.models.overfeat_detector import overfeat_detector
+from kerasdet.models.overfeat_detector import overfeat_detector, with_last_pool
 from kerasdet.postprocess import greedy_merge, non_max_suppression
 
 
@@ -47,8 +47,8 @@ def main(argv=None):
     parser.add_argument("--max-candidates", type=int, default=2000, help="merge bound (the zoo's: 2000)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch-norm", action="store_true",
-                        help="layers 1-5 with batch norm (as trained with --batch-norm; `--weights zoo` reads it "
-                             "from the zoo configuration)")
+                        help="layers 1-5 with batch norm, as trained with --batch-norm (with --weights DIR or none; "
+                             "`--weights zoo` builds the zoo's network)")
     args = parser.parse_args(argv)
 
     from kerasdet.models.overfeat_localizer import overfeat_localizer
@@ -57,23 +57,15 @@ def main(argv=None):
     if args.weights == "zoo":
         from kerasdet import zoo
 
-        args.batch_norm = zoo.get_config("overfeat_tiny").model["batch_norm"]
-    classifier = overfeat_classifier(args.arch, num_classes=args.num_classes + 1, batch_norm=args.batch_norm)
-    localizer = overfeat_localizer(classifier, args.arch, num_classes=args.num_classes)
-    if args.weights == "zoo":
         parts = zoo.load_parts("overfeat_tiny", weights="shapes", last_pool="standard")
-        classifier.set_weights(parts.classifier.get_weights())
-        localizer.set_weights(parts.localizer.get_weights())
-    elif args.weights:
-        classifier.load_weights(f"{args.weights}/classifier.weights.h5")
-        localizer.load_weights(f"{args.weights}/localizer.weights.h5")
-    if args.last_pool != "standard":  # same weights (pools have none), denser last pool
-        trained = classifier, localizer
-        classifier = overfeat_classifier(args.arch, num_classes=args.num_classes + 1, last_pool=args.last_pool,
-                                         batch_norm=args.batch_norm)
+        classifier, localizer = parts.classifier, parts.localizer
+    else:
+        classifier = overfeat_classifier(args.arch, num_classes=args.num_classes + 1, batch_norm=args.batch_norm)
         localizer = overfeat_localizer(classifier, args.arch, num_classes=args.num_classes)
-        classifier.set_weights(trained[0].get_weights())
-        localizer.set_weights(trained[1].get_weights())
+        if args.weights:
+            classifier.load_weights(f"{args.weights}/classifier.weights.h5")
+            localizer.load_weights(f"{args.weights}/localizer.weights.h5")
+    classifier, localizer = with_last_pool(classifier, localizer, args.arch, args.last_pool)
     height, width = args.size
     image = np.random.default_rng(0).uniform(0, 255, [1, height, width, 3]).astype("float32")
     if args.weights and args.arch == "tiny":

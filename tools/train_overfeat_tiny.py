@@ -42,7 +42,12 @@ from kerasdet.data.shapes import CLASS_NAMES, ground_truth_batch, make_example
 from kerasdet.metrics.coco import COCOEvaluator
 from kerasdet.models import overfeat_classifier
 from kerasdet.models.overfeat import LAST_POOL_MODES
-from kerasdet.models.overfeat_detector import MERGE_MODES, OneHotScores, overfeat_detector
+from kerasdet.models.overfeat_detector import (
+    MERGE_MODES,
+    OneHotScores,
+    overfeat_detector,
+    with_last_pool,
+)
 from kerasdet.models.overfeat_localizer import overfeat_localizer
 from kerasdet.postprocess.greedy_merge import GreedyMerge
 from kerasdet.postprocess.nms import NonMaxSuppression
@@ -64,24 +69,9 @@ def evaluate(detector, examples, batch_size=8):
     return evaluator.result(), evaluator.summary, seconds / len(examples)
 
 
-def with_last_pool(classifier, localizer, last_pool):
-    """The trained classifier and localizer rebuilt with another last pool, same weights
-    (pools have none): offset pooling (§3.3, stride 24 → 8) or the stride-2 pool at test
-    time only. The detector's window centres follow the new effective stride."""
-    if last_pool == "standard":
-        return classifier, localizer
-    batch_norm = any(isinstance(layer, keras.layers.BatchNormalization) for layer in classifier.layers)
-    variant = overfeat_classifier("tiny", num_classes=classifier.output.shape[-1], last_pool=last_pool, dropout=0.0,
-                                  batch_norm=batch_norm)
-    variant.set_weights(classifier.get_weights())
-    variant_localizer = overfeat_localizer(variant, "tiny", num_classes=localizer.output.shape[-1] // 4)
-    variant_localizer.set_weights(localizer.get_weights())
-    return variant, variant_localizer
-
-
 def build_detector(classifier, localizer, args, merge, score_threshold, match_threshold, last_pool="standard",
                    scales=None):
-    classifier, localizer = with_last_pool(classifier, localizer, last_pool)
+    classifier, localizer = with_last_pool(classifier, localizer, "tiny", last_pool)
     return overfeat_detector(
         classifier, localizer, "tiny", image_size=(256, 256), scales=scales or args.scales, merge=merge,
         score_threshold=score_threshold, match_threshold=match_threshold, iou_threshold=args.nms_iou,
@@ -106,9 +96,18 @@ def _candidates(classifier, localizer, args, examples, last_pool, scales):
     return batches, seconds / max(len(examples) - 8, 1)
 
 
-def tune_detector(classifier, localizer, args, examples):
-    """Chooses last pool, scale set, merge, score threshold and greedy match threshold by
-    AP50 on `examples`.
+def detector_settings(args):
+    """The tuning grid: every `(last_pool, scales, merge, score_threshold, match_threshold)`,
+    grouped by (last pool, scales); `match_threshold` is None for NMS."""
+    merges = [("greedy", t, m) for t, m in itertools.product(args.score_thresholds, args.match_thresholds)]
+    merges += [("nms", t, None) for t in args.score_thresholds]
+    merges = [setting for setting in merges if setting[0] in args.merges]
+    return [(last_pool, tuple(scales), *merge)
+            for last_pool, scales in itertools.product(args.last_pools, args.scale_sets) for merge in merges]
+
+
+def tune_detector(classifier, localizer, args, examples, settings):
+    """Chooses among `settings` (`detector_settings`) by AP50 on `examples`.
 
     For each (last pool, scale set) the dense passes run once (they do not depend on the
     other settings); each setting then reruns only the merge layer the detector uses on the
@@ -121,13 +120,10 @@ def tune_detector(classifier, localizer, args, examples):
     """
     num_classes = len(CLASS_NAMES)
     results = {}
-    for last_pool, scales in itertools.product(args.last_pools, args.scale_sets):
-        batches, dense_s = _candidates(classifier, localizer, args, examples, last_pool, scales)
+    for (last_pool, scales), group in itertools.groupby(settings, key=lambda setting: setting[:2]):
+        batches, dense_s = _candidates(classifier, localizer, args, examples, last_pool, list(scales))
         above = np.mean([(s >= min(args.score_thresholds)).sum(axis=1).mean() for _, (_, s, _) in batches])
-        settings = [("greedy", t, m) for t, m in itertools.product(args.score_thresholds, args.match_thresholds)]
-        settings += [("nms", t, None) for t in args.score_thresholds]
-        settings = [setting for setting in settings if setting[0] in args.merges]
-        for merge, threshold, match in settings:
+        for _, _, merge, threshold, match in group:
             if merge == "greedy":
                 layer = GreedyMerge(match_threshold=match, score_threshold=threshold, max_candidates=args.max_candidates)
             else:
@@ -229,9 +225,12 @@ def main(argv=None):
     report = {"args": vars(args)}
     seconds = {}
 
+    settings = detector_settings(args)
     start = time.perf_counter()
     train = [] if args.weights else [make_example("train", i) for i in range(args.train_images)]
-    tune = [make_example("train", i) for i in range(args.train_images, args.train_images + args.tune_images)]
+    # One setting: nothing to choose, so no tuning images and no tuning pass in the budget.
+    tune = [] if len(settings) == 1 else [
+        make_example("train", i) for i in range(args.train_images, args.train_images + args.tune_images)]
     seconds["data"] = time.perf_counter() - start
     print(f"data: {len(train)} training + {len(tune)} tuning images ({seconds['data']:.0f} s, not training)")
 
@@ -279,14 +278,10 @@ def main(argv=None):
         seconds["dense_localizer"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    grid = [(lp, tuple(sc), m, t, mt if m == "greedy" else None)
-            for lp, sc, m, t, mt in itertools.product(args.last_pools, args.scale_sets, args.merges,
-                                                      args.score_thresholds, args.match_thresholds)]
-    if len(set(grid)) == 1:
-        # One setting: nothing to choose, so no tuning pass eats into the training budget.
-        (last_pool, scales, merge, threshold, match), tuning = grid[0], {}
+    if len(settings) > 1:
+        (last_pool, scales, merge, threshold, match), tuning = tune_detector(classifier, localizer, args, tune, settings)
     else:
-        (last_pool, scales, merge, threshold, match), tuning = tune_detector(classifier, localizer, args, tune)
+        (last_pool, scales, merge, threshold, match), tuning = settings[0], {}
     detector = build_detector(
         classifier, localizer, args, merge, threshold, match if match is not None else 1.0, last_pool, scales
     )

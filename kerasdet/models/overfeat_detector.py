@@ -7,8 +7,8 @@ import tensorflow as tf
 
 from kerasdet.analysis import spatial_geometry
 from kerasdet.boxes import clip_boxes
-from kerasdet.models.overfeat import _architecture
-from kerasdet.models.overfeat_localizer import decode_window_boxes
+from kerasdet.models.overfeat import _architecture, overfeat_classifier
+from kerasdet.models.overfeat_localizer import decode_window_boxes, overfeat_localizer
 from kerasdet.postprocess.greedy_merge import GreedyMerge
 from kerasdet.postprocess.nms import NonMaxSuppression
 
@@ -94,6 +94,29 @@ class DenseWindowDecoder(keras.layers.Layer):
             }
         )
         return config
+
+
+def with_last_pool(classifier: keras.Model, localizer: keras.Model, arch, last_pool: str):
+    """A trained classifier and localizer rebuilt with another last pool, same weights, for
+    inference (no dropout).
+
+    Pools have no weights, so networks trained with the standard pool run offset pooling
+    (§3.3: stride /3) or the stride-2 pool at test time unchanged; `overfeat_detector` places
+    the window centres at the new effective stride. Batch norm, if the classifier has it, is
+    kept.
+
+    Returns:
+        `(classifier, localizer)`: the same objects for `last_pool="standard"`.
+    """
+    if last_pool == "standard":
+        return classifier, localizer
+    batch_norm = any(isinstance(layer, keras.layers.BatchNormalization) for layer in classifier.layers)
+    variant = overfeat_classifier(arch, num_classes=classifier.output.shape[-1], last_pool=last_pool, dropout=0.0,
+                                  batch_norm=batch_norm)
+    variant.set_weights(classifier.get_weights())
+    variant_localizer = overfeat_localizer(variant, arch, num_classes=localizer.output.shape[-1] // 4)
+    variant_localizer.set_weights(localizer.get_weights())
+    return variant, variant_localizer
 
 
 def overfeat_detector(
