@@ -13,6 +13,11 @@ stages of the notes' workflow on this CPU, and its detection AP on the validatio
      held-out *training* images (`--tune-images`, after the `--train-images`), never on the
      validation split, which is evaluated once with COCO AP.
 
+Stages 1 and 2 are `kerasdet.training.overfeat_dense_recipe.fit_dense_recipe` (its
+arguments are the flags of `RECIPE_FLAGS`), which `kerasdet train overfeat_tiny` runs too
+(the config's `train.recipe: dense`); this script adds the tuning and the evaluation, and
+is the time-budget benchmark.
+
     python tools/train_overfeat_tiny.py --output /tmp/overfeat_tiny
     # no training: tune trained weights (the bundled ones, or an --output DIR) and evaluate
     python tools/train_overfeat_tiny.py --weights zoo --last-pools standard offset \
@@ -36,8 +41,6 @@ import keras
 import numpy as np
 
 import kerasdet  # noqa: F401  (TF backend)
-from kerasdet.analysis import spatial_geometry
-from kerasdet.data.crops import crop_dataset
 from kerasdet.data.shapes import CLASS_NAMES, ground_truth_batch, make_example
 from kerasdet.metrics.coco import COCOEvaluator
 from kerasdet.models import overfeat_classifier
@@ -51,11 +54,15 @@ from kerasdet.models.overfeat_detector import (
 from kerasdet.models.overfeat_localizer import overfeat_localizer
 from kerasdet.postprocess.greedy_merge import GreedyMerge
 from kerasdet.postprocess.nms import NonMaxSuppression
-from kerasdet.training.overfeat import fit_classifier
-from kerasdet.training.overfeat_dense_data import DensePatchSampler
-from kerasdet.training.overfeat_dense_fit import fit_dense_classifier, fit_dense_localizer
+from kerasdet.training.overfeat_dense_recipe import fit_dense_recipe
 
-WINDOW = 86  # tiny's training window
+# The flags that are `fit_dense_recipe`'s arguments, by the same names (and the
+# `train.recipe: dense` keys of kerasdet/zoo/configs/overfeat_tiny.yaml).
+RECIPE_FLAGS = (
+    "crop_epochs", "crop_images", "classifier_minutes", "localizer_minutes", "batch_size", "patch_size",
+    "scale_range", "object_prob", "foreground_weight", "learning_rate", "center_tolerance", "ignore_center",
+    "localizer_lr", "localizer_object_prob", "regression_center", "regression_fraction", "seed",
+)
 
 
 def evaluate(detector, examples, batch_size=8):
@@ -164,7 +171,7 @@ def load_weights(source, num_classes, dropout, batch_norm=False):
     return classifier, localizer
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-images", type=int, default=1800, help="train-split images 0..N-1 for training")
     parser.add_argument("--tune-images", type=int, default=100, help="the next train-split images, to tune the detector")
@@ -215,6 +222,11 @@ def main(argv=None):
     parser.add_argument("--weights", default=None,
                         help="skip training: tune and evaluate trained weights, `zoo` (the bundled file) or an "
                              "--output DIR")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.ignore_center < args.center_tolerance:
         parser.error("--ignore-center must be >= --center-tolerance")
@@ -241,41 +253,10 @@ def main(argv=None):
     else:
         classifier = overfeat_classifier("tiny", num_classes=num_classes + 1, dropout=args.dropout,
                                          batch_norm=args.batch_norm)
-        if args.crop_epochs > 0:
-            # Crop cutting counts as training time here: unlike the images, it is this stage's work.
-            start = time.perf_counter()
-            center = spatial_geometry(classifier, (WINDOW, WINDOW)).first_center
-            crops, labels, _ = crop_dataset(
-                train[: args.crop_images], window=WINDOW, window_center=center, seed=args.seed,
-                crops_per_object=2, backgrounds=2, shifted_negatives=1,
-            )
-            fit_classifier(classifier, crops, labels, epochs=args.crop_epochs, batch_size=128, jit_compile=False)
-            seconds["crop_classifier"] = time.perf_counter() - start
-
-        sampler = DensePatchSampler(
-            train, model=classifier, window=WINDOW, patch_size=args.patch_size, scale_range=args.scale_range,
-            object_prob=args.object_prob, seed=args.seed, center_tolerance=args.center_tolerance,
-            ignore_center=args.ignore_center,
-        )
-        start = time.perf_counter()
-        history = fit_dense_classifier(
-            classifier, sampler.dataset(args.batch_size), steps=100, epochs=1000, learning_rate=args.learning_rate,
-            foreground_weight=args.foreground_weight, minutes=args.classifier_minutes,
-        )
-        seconds["dense_classifier"] = time.perf_counter() - start
-
-        localizer = overfeat_localizer(classifier, "tiny", num_classes=num_classes)
-        loc_sampler = DensePatchSampler(
-            train, model=classifier, window=WINDOW, patch_size=args.patch_size, scale_range=args.scale_range,
-            object_prob=args.localizer_object_prob, seed=args.seed + 1, regression_center=args.regression_center,
-            regression_fraction=tuple(args.regression_fraction),
-        )
-        start = time.perf_counter()
-        loc_history = fit_dense_localizer(
-            localizer, loc_sampler.dataset(args.batch_size, target="boxes"), steps=100, epochs=1000,
-            learning_rate=args.localizer_lr, minutes=args.localizer_minutes,
-        )
-        seconds["dense_localizer"] = time.perf_counter() - start
+        result = fit_dense_recipe(classifier, train, arch="tiny", **{k: getattr(args, k) for k in RECIPE_FLAGS})
+        localizer = result.localizer
+        history, loc_history = result.histories["classifier"], result.histories["localizer"]
+        seconds.update(result.seconds)
 
     start = time.perf_counter()
     if len(settings) > 1:
