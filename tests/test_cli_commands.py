@@ -185,8 +185,8 @@ def test_bad_train_arguments(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default output directory is runs/NAME
     assert main(["train", "faster_rcnn_tiny", "--data", "shapez"]) == 2
     assert "unknown data source 'shapez'. Did you mean 'shapes'?" in _one_line_error(capsys, "train")
-    assert main(["train", "overfeat_tiny", "--minutes", "1"]) == 2
-    assert "--minutes is for Faster R-CNN" in _one_line_error(capsys, "train")
+    assert main(["train", "overfeat", "--minutes", "1"]) == 2  # the crop recipe trains by epochs
+    assert "--minutes is for Faster R-CNN and OverFeat's dense recipe" in _one_line_error(capsys, "train")
     assert main(["train", "faster_rcnn_tiny", "--data", "shapes/tiny", "--max-images", "2", "--batch-size", "4"]) == 2
     assert "2 training images make no full batch of --batch-size 4" in _one_line_error(capsys, "train")
     with pytest.raises(SystemExit) as exit_info:
@@ -198,9 +198,11 @@ def test_bad_train_arguments(capsys, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_train_overfeat_runs_the_staged_recipe(tmp_path, capsys):
-    """OverFeat from a user YAML (96×96, one scale): classifier → localizer → detector."""
+    """OverFeat's crop recipe from a user YAML (96×96, one scale): classifier → localizer →
+    detector (the dense recipe: tests/test_cli_train_overfeat.py)."""
     data = yaml.safe_load((zoo_config.CONFIG_DIR / "overfeat_tiny.yaml").read_text())
     data["model"].update(image_size=[96, 96], scales=[1.0])
+    data["train"]["recipe"] = "crops"
     config = tmp_path / "overfeat_small.yaml"
     config.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"

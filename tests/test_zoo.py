@@ -60,6 +60,17 @@ def overfeat_file(tmp_path_factory):
     return path, _arrays(parts.detector)
 
 
+def _load_tool(name):
+    """A script of tools/ as a module (its `main` not run)."""
+    import importlib.util
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _user_config(directory, name="faster_rcnn_tiny", *, model=None, weights=None):
     """Writes a copy of a shipped configuration with `model` keys replaced to
     `directory/<name>.yaml`."""
@@ -112,7 +123,26 @@ def test_tiny_configs_match_the_training_recipes():
     assert overfeat.model["scales"] == [0.6, 0.85, 1.2, 1.7, 2.4, 3.4]
     # Offset pooling at test time (the weights were trained with the standard pool).
     assert overfeat.model["last_pool"] == "offset" and overfeat.model["score_threshold"] == 0.1
-    assert overfeat.model["dropout"] == 0.25 and overfeat.train["classifier_epochs"] == 12
+    # `kerasdet train overfeat_tiny` runs the bundled weights' training: the tool's flags as
+    # its weights command sets them (and the tool's defaults for the others).
+    tool = _load_tool("train_overfeat_tiny")
+    args = tool.build_parser().parse_args(overfeat.weights["shapes"].command.split()[2:])
+    assert overfeat.train["recipe"] == "dense"
+    for flag in tool.RECIPE_FLAGS:
+        want = getattr(args, flag)
+        assert overfeat.train[flag] == (list(want) if isinstance(want, (list, tuple)) else want), flag
+    assert overfeat.train["crop_epochs"] == 4 and overfeat.train["classifier_minutes"] == 8.3
+    assert overfeat.train["train_images"] == args.train_images == 1800 and overfeat.train["val_images"] == args.val_images
+    # The stages' budgets are the minutes alone, as in the tool (no step caps, no total).
+    assert overfeat.train["classifier_steps"] is overfeat.train["localizer_steps"] is overfeat.train["minutes"] is None
+    assert overfeat.model["batch_norm"] is args.batch_norm is True and overfeat.model["dropout"] == args.dropout
+    assert [overfeat.model["score_threshold"]] == args.score_thresholds
+    assert [overfeat.model["match_threshold"]] == args.match_thresholds
+    # The tool's flags and the config's dense keys are `fit_dense_recipe`'s arguments, by name.
+    from kerasdet.training.overfeat_dense_recipe import fit_dense_recipe
+
+    parameters = inspect.signature(fit_dense_recipe).parameters
+    assert set(tool.RECIPE_FLAGS) <= set(zoo_config.OVERFEAT_DENSE_KEYS) <= set(parameters)
 
 
 def test_info_reports_parameters_and_weights(tmp_path):
@@ -169,6 +199,41 @@ def test_invalid_yaml_is_a_one_line_error_naming_the_key(tmp_path, edit, message
     assert message in str(error.value)
     assert str(error.value).startswith("bad.yaml: ")
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        ({"recipe": "dence"}, "`train.recipe` must be one of ['crops', 'dense'], got 'dence'. Did you mean 'dense'?"),
+        ({"recipe": "crops", "minutes": 10}, "`train.minutes` must be null with `train.recipe: crops` (it trains by "
+                                              "epochs; `train.recipe: dense` trains by minutes), got 10.0"),
+        ({"ignore_center": 0.2}, "`train.ignore_center` must be at least `train.center_tolerance` = 0.25, got 0.2"),
+        ({"scale_range": [0.5]}, "`train.scale_range` must be [low, high] with 0 < low <= high, got [0.5]"),
+        ({"regression_fraction": [1.2, 0.35]}, "`train.regression_fraction` must be [low, high] with 0 < low <= high"),
+        ({"patch_size": 80}, "`train.patch_size` must be at least the 86×86 window of arch 'tiny', got 80"),
+        ({"localizer_minutes": 0}, "`train.localizer_minutes` must be a positive number or null, got 0.0"),
+        ({"classifier_minutes": None}, "`train.classifier_minutes` must be a number when `train.classifier_steps` and "
+                                       "`train.minutes` are null (the dense stage's budget), got None"),
+    ],
+)
+def test_invalid_overfeat_train_section_is_a_one_line_error(tmp_path, train, message):
+    data = yaml.safe_load((zoo_config.CONFIG_DIR / "overfeat_tiny.yaml").read_text())
+    data["train"].update(train)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError) as error:
+        zoo.get_config(str(path))
+    assert str(error.value).startswith("bad.yaml: ") and message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_overfeat_train_overrides_are_checked_like_the_file():
+    config = zoo.get_config("overfeat_tiny")
+    assert config.with_train({"classifier_minutes": None, "classifier_steps": 500}).train["classifier_steps"] == 500
+    with pytest.raises(ValueError, match=r"^kerasdet train: `train.ignore_center` must be at least"):
+        config.with_train({"ignore_center": 0.1}, where="kerasdet train")
+    with pytest.raises(ValueError, match=r"`train.minutes` must be null with `train.recipe: crops`"):
+        zoo.get_config("overfeat").with_train({"minutes": 5})
 
 
 def test_overfeat_scale_below_the_window_is_rejected(tmp_path):

@@ -1,8 +1,23 @@
 """`kerasdet train CONFIG`: train a zoo configuration (or a YAML file) on a dataset.
 
-Faster R-CNN trains end to end with `model.fit`. OverFeat trains in the paper's three
-stages: the classifier on window crops, the box regressor on the frozen layers 1–5, then
-the multi-scale detector is assembled from both (it shares their layers) and evaluated.
+Faster R-CNN trains end to end with `model.fit`. OverFeat trains in stages, then the
+multi-scale detector is assembled from the classifier and box regressor (it shares their
+layers) and evaluated. The configuration's `train.recipe` picks the stages:
+
+  dense  optional crop pre-training (`train.crop_epochs`), then the classifier and the box
+         regressor (on the frozen layers 1-5) on whole-image patches with a target at every
+         window, each for `train.classifier_minutes` / `train.localizer_minutes` or
+         `train.classifier_steps` / `train.localizer_steps`: the recipe of the bundled
+         overfeat_tiny weights (`kerasdet.training.overfeat_dense_recipe`);
+  crops  the paper's: the classifier, then the box regressor, on window crops for
+         `train.classifier_epochs` / `train.localizer_epochs`.
+
+For the dense recipe `--minutes M` is the training budget of all stages: the crop
+pre-training runs its epochs (stopped at M at the latest), and the dense classifier and box
+regressor share what remains of M in proportion to `train.classifier_minutes :
+train.localizer_minutes` (halves if either is null); `--steps N` stops each dense stage
+after N steps at most (and caps the crop batches per epoch); `--epochs` sets the crop
+pre-training's epochs. An interrupted OverFeat run resumes after its last finished stage.
 
 `--data` takes anything `kerasdet.data.load_detection_data` reads: a COCO json file or a
 folder holding one, a VOC folder, a TFDS name (`voc/2007`, `coco/2017`) or `shapes[/CONFIG]`
@@ -281,11 +296,15 @@ def graph_errors_as_value_errors():
 
 
 def _as_examples(data: Data):
-    """Unbatches a `Data` into dicts `{"image", "boxes", "classes"}` (padding removed),
-    the form OverFeat's crop sampler reads."""
+    """Unbatches a `Data` into dicts `{"image" uint8, "boxes", "classes"}` (padding
+    removed), the form OverFeat's crop and patch samplers read."""
+    import numpy as np
+
     examples = []
     for images, truth in data.dataset:
-        for image, boxes, classes in zip(images.numpy(), truth["boxes"].numpy(), truth["classes"].numpy()):
+        # uint8: a quarter of float32's memory (1800 images of 256² take 350 MB, not 1.4 GB).
+        images = np.clip(np.round(images.numpy()), 0, 255).astype(np.uint8)
+        for image, boxes, classes in zip(images, truth["boxes"].numpy(), truth["classes"].numpy()):
             keep = classes >= 0
             examples.append({"image": image, "boxes": boxes[keep], "classes": classes[keep]})
     return examples
@@ -303,13 +322,18 @@ def register(subparsers):
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise", help=ON_ERROR_HELP)
     parser.add_argument("--output", "-o", default=None, help="output directory (default: runs/NAME)")
     parser.add_argument("--epochs", type=positive_int, default=None,
-                        help="epochs (OverFeat: of each stage); default: the config's")
-    parser.add_argument("--steps", type=positive_int, default=None, help="steps per epoch (default: the whole split)")
+                        help="epochs (OverFeat crops recipe: of each stage; dense recipe: of the crop "
+                             "pre-training); default: the config's")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="steps per epoch (default: the whole split; OverFeat: crop batches per epoch, and the "
+                             "most steps of each dense stage)")
     parser.add_argument("--batch-size", type=positive_int, default=None)
     parser.add_argument("--max-images", type=positive_int, default=None, help="training images (default: the config's)")
     parser.add_argument("--val-images", type=non_negative_int, default=None,
                         help="validation images evaluated after training (0: none)")
-    parser.add_argument("--minutes", type=positive_float, default=None, help="Faster R-CNN: wall-clock training budget")
+    parser.add_argument("--minutes", type=positive_float, default=None,
+                        help="wall-clock training budget (Faster R-CNN; OverFeat dense recipe: of all stages, split "
+                             "as above)")
     parser.add_argument("--learning-rate", type=positive_float, default=None)
     parser.add_argument("--weights", default=None,
                         help="initial weights: an entry of the config, a .weights.h5/.keras path, or imagenet")
@@ -340,10 +364,14 @@ def _command(args) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _train_overrides(args, family) -> dict:
+def _train_overrides(args, family, recipe=None) -> dict:
+    """`kerasdet train` flags as `train:` keys of a `family` configuration (`recipe`: an
+    OverFeat configuration's `train.recipe`)."""
     overrides = {}
     if args.epochs is not None:
-        if family == "overfeat":
+        if family == "overfeat" and recipe == "dense":
+            overrides["crop_epochs"] = args.epochs
+        elif family == "overfeat":
             overrides.update(classifier_epochs=args.epochs, localizer_epochs=args.epochs)
         else:
             overrides["epochs"] = args.epochs
@@ -352,8 +380,11 @@ def _train_overrides(args, family) -> dict:
     if getattr(args, "strategy", "default") != "default" and family != "faster_rcnn":
         raise ValueError("--strategy is for Faster R-CNN configurations")
     if args.minutes is not None:
-        if family != "faster_rcnn":
-            raise ValueError("--minutes is for Faster R-CNN configurations; OverFeat trains by --epochs per stage")
+        if family == "overfeat" and recipe != "dense":
+            raise ValueError(
+                f"--minutes is for Faster R-CNN and OverFeat's dense recipe; this configuration's train.recipe is "
+                f"{recipe!r}, which trains by --epochs per stage (expected train.recipe: dense)"
+            )
         overrides["minutes"] = args.minutes
     for option, key in (("batch_size", "batch_size"), ("max_images", "train_images"), ("val_images", "val_images"),
                         ("learning_rate", "learning_rate"), ("seed", "seed"), ("data", "dataset")):
@@ -374,7 +405,8 @@ def run(args) -> int:
     from kerasdet.zoo.config import WeightsEntry, get_config
 
     config = get_config(args.config)
-    config = config.with_train(_train_overrides(args, config.family), where="kerasdet train")
+    config = config.with_train(_train_overrides(args, config.family, config.train.get("recipe")),
+                               where="kerasdet train")
     # Before any other TensorFlow op: MultiWorkerMirroredStrategy must configure the runtime.
     strategy = make_strategy(args.strategy)
     recipe = config.train
@@ -493,16 +525,17 @@ def _fit_faster_rcnn(model, train, recipe, args, output):
 
 
 def _fit_overfeat(parts, train, recipe, args, output, config):
-    # Crops train the standard-pool networks (one output per window crop). A configuration
-    # whose detector pools offset / stride 2 (a test-time choice) gets their weights after:
-    # pools have none, so the same weights fit.
+    # Both recipes train the standard-pool networks (one output per window crop or patch
+    # window). A configuration whose detector pools offset / stride 2 (a test-time choice)
+    # gets their weights after: pools have none, so the same weights fit.
     detector = parts.detector
     if config.model["last_pool"] != "standard":
         from kerasdet.zoo.builders import build_overfeat
 
         parts = build_overfeat(config.with_model({"last_pool": "standard"}, where="kerasdet train"), parts.num_classes)
         parts.detector.set_weights(detector.get_weights())  # e.g. --weights to fine-tune
-    _fit_overfeat_crops(parts, train, recipe, args, output)
+    fit = _fit_overfeat_dense if recipe["recipe"] == "dense" else _fit_overfeat_crops
+    fit(parts, train, recipe, args, output)
     if parts.detector is not detector:
         detector.set_weights(parts.detector.get_weights())
 
@@ -556,3 +589,40 @@ def _fit_overfeat_crops(parts, train, recipe, args, output):
                   learning_rate=recipe["learning_rate"], seed=recipe["seed"], verbose=args.verbose,
                   callbacks=_callbacks(output, "localizer_", args.save_every))
     os.remove(done)  # the run is complete: a new run in this directory starts from stage 1
+
+
+def _fit_overfeat_dense(parts, train, recipe, args, output):
+    from kerasdet.training.checkpoint import atomic_save_weights
+    from kerasdet.training.overfeat_dense_recipe import STAGES, fit_dense_recipe
+    from kerasdet.zoo import load_weights_by_name
+    from kerasdet.zoo.config import OVERFEAT_DENSE_KEYS
+
+    examples = _as_examples(train)
+    # The weights after each finished stage: an interrupted run resumes at the next one.
+    marks = {stage: os.path.join(output, "checkpoints", f"after_{stage}.weights.h5") for stage in ("crops", "classifier")}
+    start_at = "crops"
+    for stage, following in (("classifier", "localizer"), ("crops", "classifier")):
+        if os.path.exists(marks[stage]):
+            print(f"the {stage} stage is done already ({marks[stage]}); resuming at the {following}")
+            load_weights_by_name(parts.detector, marks[stage])
+            start_at = following
+            break
+
+    def checkpoint(stage):
+        if stage in marks:
+            atomic_save_weights(parts.detector, marks[stage])  # a partial file would pass for a finished stage
+
+    kwargs = {key: recipe[key] for key in OVERFEAT_DENSE_KEYS}
+    if args.steps:  # --steps caps each dense stage
+        for key in ("classifier_steps", "localizer_steps"):
+            kwargs[key] = min(args.steps, kwargs[key] or args.steps)
+    print(f"OverFeat dense recipe on {len(examples)} images")
+    result = fit_dense_recipe(
+        parts.classifier, examples, arch=parts.arch, localizer=parts.localizer, crop_steps=args.steps,
+        start_at=start_at, on_stage_end=checkpoint, verbose=args.verbose, log=print,
+        callbacks={stage: _callbacks(output, f"{stage}_", args.save_every) for stage in STAGES}, **kwargs,
+    )
+    print("stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
+    for path in marks.values():  # the run is complete: a new run in this directory starts afresh
+        if os.path.exists(path):
+            os.remove(path)

@@ -360,18 +360,52 @@ FASTER_RCNN_TRAIN = {
     "clipnorm": Field("number", None, minimum=0.0, nullable=True),
 }
 
+OVERFEAT_RECIPES = ("crops", "dense")
+# OverFeat's `kerasdet train` recipes: `crops` (the paper's: classifier, then box regressor,
+# each on window crops, by epochs) and `dense` (`kerasdet.training.overfeat_dense_recipe`:
+# optional crop pre-training, then both on whole-image patches with a target at every
+# window, by minutes or steps). Each recipe reads its own keys below and ignores the
+# other's; the dense defaults are tools/train_overfeat_tiny.py's flag defaults.
 OVERFEAT_TRAIN = {
     **_COMMON_TRAIN,
-    "batch_size": Field("int", 128, minimum=1),
-    "classifier_epochs": Field("int", 12, minimum=1),
-    "localizer_epochs": Field("int", 8, minimum=1),
-    "learning_rate": Field("number", 2e-3, minimum=0.0),
-    "crops_per_object": Field("int", 3, minimum=0),
-    "backgrounds": Field("int", 3, minimum=0),
-    "shifted_negatives": Field("int", 1, minimum=0),
-    "small_object_negatives": Field("int", 0, minimum=0),
-    "localizer_crops_per_object": Field("int", 1, minimum=1),
+    "recipe": Field("choice", "crops", choices=OVERFEAT_RECIPES,
+                    doc="crops (window crops, by epochs) or dense (whole-image patches, by minutes or steps)"),
+    "batch_size": Field("int", 128, minimum=1, doc="crops per batch (crops), patches per batch (dense)"),
+    "learning_rate": Field("number", 2e-3, minimum=0.0, doc="both stages (crops), the dense classifier (dense)"),
+    "classifier_epochs": Field("int", 12, minimum=1, doc="crops: classifier epochs"),
+    "localizer_epochs": Field("int", 8, minimum=1, doc="crops: box regressor epochs"),
+    "crops_per_object": Field("int", 3, minimum=0, doc="crops"),
+    "backgrounds": Field("int", 3, minimum=0, doc="crops"),
+    "shifted_negatives": Field("int", 1, minimum=0, doc="crops"),
+    "small_object_negatives": Field("int", 0, minimum=0, doc="crops"),
+    "localizer_crops_per_object": Field("int", 1, minimum=1, doc="crops"),
+    "crop_epochs": Field("int", 0, minimum=0, doc="dense: epochs of crop pre-training (0: none)"),
+    "crop_images": Field("int", 600, minimum=1, doc="dense: images cut into pre-training crops"),
+    "minutes": Field("number", None, minimum=0.0, nullable=True,
+                     doc="dense: total budget, split between the dense stages (see kerasdet train --help)"),
+    "classifier_minutes": Field("number", 9.0, minimum=0.0, nullable=True, doc="dense: classifier wall-clock budget"),
+    "classifier_steps": Field("int", None, minimum=1, nullable=True, doc="dense: classifier steps (with minutes: the first)"),
+    "localizer_minutes": Field("number", 3.0, minimum=0.0, nullable=True, doc="dense: box regressor wall-clock budget"),
+    "localizer_steps": Field("int", None, minimum=1, nullable=True, doc="dense: box regressor steps"),
+    "patch_size": Field("int", 230, minimum=1, doc="dense: patch side; window + a multiple of the stride"),
+    "scale_range": Field("number_list", [0.5, 3.8], minimum=0.0, doc="dense: [min, max] patch resize factor"),
+    "object_prob": Field("number", 0.5, minimum=0.0, maximum=1.0, doc="dense: classifier patches placed on an object"),
+    "foreground_weight": Field("number", 3.0, minimum=0.0, doc="dense: loss weight of object windows"),
+    "center_tolerance": Field("number", 0.15, minimum=0.0, doc="dense: positive within this x window of a centre"),
+    "ignore_center": Field("number", 0.3, minimum=0.0, doc="dense: no loss up to this x window (>= center_tolerance)"),
+    "localizer_lr": Field("number", 2e-3, minimum=0.0, doc="dense: box regressor learning rate"),
+    "localizer_object_prob": Field("number", 0.9, minimum=0.0, maximum=1.0, doc="dense: regressor patches on an object"),
+    "regression_center": Field("number", 0.3, minimum=0.0, doc="dense: box targets within this x window of a centre"),
+    "regression_fraction": Field("number_list", [0.35, 1.2], minimum=0.0,
+                                 doc="dense: [min, max] object size / window with box targets"),
 }
+# The `train` keys `kerasdet.training.overfeat_dense_recipe.fit_dense_recipe` takes, by name.
+OVERFEAT_DENSE_KEYS = (
+    "crop_epochs", "crop_images", "minutes", "classifier_minutes", "classifier_steps", "localizer_minutes",
+    "localizer_steps", "batch_size", "patch_size", "scale_range", "object_prob", "foreground_weight",
+    "learning_rate", "center_tolerance", "ignore_center", "localizer_lr", "localizer_object_prob",
+    "regression_center", "regression_fraction", "seed",
+)
 
 WEIGHTS_ENTRY = {
     "file": Field("str", None, nullable=True, doc="bundled file (relative to the weights dir)"),
@@ -501,7 +535,9 @@ class ZooConfig:
         for key in overrides:
             if key not in schema:
                 raise unknown_error(f"{self.family} train parameter", key, list(schema), where)
-        return dataclasses.replace(self, train=check_mapping({**self.train, **overrides}, schema, where))
+        config = dataclasses.replace(self, train=check_mapping({**self.train, **overrides}, schema, where))
+        _check_consistency(config, where)
+        return config
 
     def with_weights(self, entries: dict) -> ZooConfig:
         return dataclasses.replace(self, weights=dict(entries))
@@ -565,6 +601,7 @@ def _check_consistency(config: ZooConfig, where: str) -> None:
                         f"at most `model.rpn_positive_iou` = {model['rpn_positive_iou']}", model["rpn_negative_iou"])
     else:
         window = ARCHITECTURES[model["arch"]].window
+        _check_overfeat_train(config.train, window, model["arch"], where)
         for scale in model["scales"]:
             size = [round(s * scale) for s in model["image_size"]]
             if min(size) < window:
@@ -573,6 +610,32 @@ def _check_consistency(config: ZooConfig, where: str) -> None:
                     f"to {size}, smaller than the {window}×{window} window of arch "
                     f"{model['arch']!r}; expected scales >= {window / min(model['image_size']):.3f}"
                 )
+
+
+def _check_overfeat_train(train: dict, window: int, arch: str, where: str) -> None:
+    if train["recipe"] == "crops":
+        if train["minutes"] is not None:
+            raise _fail(where, "train.minutes", "null with `train.recipe: crops` (it trains by epochs; "
+                        "`train.recipe: dense` trains by minutes)", train["minutes"])
+        return
+    for key in ("minutes", "classifier_minutes", "localizer_minutes"):
+        if train[key] is not None and train[key] <= 0:  # a 0 budget has no time to decay the learning rate over
+            raise _fail(where, f"train.{key}", "a positive number or null", train[key])
+    for key in ("scale_range", "regression_fraction"):
+        low_high = train[key]
+        if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1]:
+            raise _fail(where, f"train.{key}", "[low, high] with 0 < low <= high", low_high)
+    if train["ignore_center"] < train["center_tolerance"]:
+        raise _fail(where, "train.ignore_center", f"at least `train.center_tolerance` = {train['center_tolerance']}",
+                    train["ignore_center"])
+    if train["patch_size"] < window:
+        raise _fail(where, "train.patch_size", f"at least the {window}×{window} window of arch {arch!r}",
+                    train["patch_size"])
+    for stage in ("classifier", "localizer"):
+        if train[f"{stage}_minutes"] is None and train[f"{stage}_steps"] is None and train["minutes"] is None:
+            raise _fail(where, f"train.{stage}_minutes",
+                        f"a number when `train.{stage}_steps` and `train.minutes` are null (the dense stage's budget)",
+                        None)
 
 
 def load_config(path, *, bundled: bool = False) -> ZooConfig:
