@@ -76,6 +76,18 @@ def test_validation_images_are_deterministic_and_sized(proposals_tool):
         assert np.all(boxes[:, :2] >= 0) and np.all(boxes[:, 2] <= 375) and np.all(boxes[:, 3] <= 500)
 
 
+def test_held_out_images_are_training_split_images_past_the_recipes(proposals_tool):
+    from kerasdet.data.shapes import ShapesConfig, generate_example
+
+    config = ShapesConfig(name="bench")
+    held_out = proposals_tool.validation_images(2, 375, 500, seed=0, split_id=0, start=2000)
+    expected = generate_example(np.random.default_rng([0, 0, 2001]), 375, 500, max_objects=config.max_objects,
+                                min_size=config.min_size, max_size=config.max_size, empty_prob=config.empty_prob)
+    np.testing.assert_array_equal(held_out[1]["image"], expected["image"])
+    validation = proposals_tool.validation_images(2, 375, 500, seed=0)
+    assert not np.array_equal(held_out[1]["image"], validation[1]["image"])
+
+
 def test_model_flops_matches_count_flops_on_a_chain(latency_tool):
     backbone = build_backbone("tiny", input_shape=(64, 96, 3))
     assert latency_tool.model_flops(backbone) == count_flops(backbone, (64, 96)) > 0

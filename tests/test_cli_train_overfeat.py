@@ -35,7 +35,7 @@ def _parse(argv):
 
 
 def test_dense_recipe_trains_end_to_end_and_resumes_at_the_localizer(tmp_path, capsys):
-    config = _small_config(tmp_path)
+    config = _small_config(tmp_path, minutes=None)  # each stage's own minutes, printed exactly
     out = tmp_path / "run"
     argv = ["train", str(config), "--data", "shapes/tiny", "--image-size", "96", "96", "--epochs", "1", "--steps", "2",
             "--batch-size", "2", "--max-images", "6", "--verbose", "0", "--output", str(out)]
@@ -43,7 +43,7 @@ def test_dense_recipe_trains_end_to_end_and_resumes_at_the_localizer(tmp_path, c
     printed = capsys.readouterr().out
     assert "OverFeat dense recipe on 6 images" in printed
     assert "stage 1/3: classifier on" in printed and "window crops of 4 images, 1 epochs" in printed
-    assert "stage 2/3: dense classifier on 110×110 patches of 6 images (8.30 min or 2 steps)" in printed
+    assert "stage 2/3: dense classifier on 110×110 patches of 6 images (8.40 min or 2 steps)" in printed
     assert "stage 3/3: dense box regressor on the frozen layers 1-5 (4.00 min or 2 steps)" in printed
     for stage in ("crops", "classifier"):  # removed once the run is complete
         assert not (out / "checkpoints" / f"after_{stage}.weights.h5").exists()

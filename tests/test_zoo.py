@@ -131,10 +131,11 @@ def test_tiny_configs_match_the_training_recipes():
     for flag in tool.RECIPE_FLAGS:
         want = getattr(args, flag)
         assert overfeat.train[flag] == (list(want) if isinstance(want, (list, tuple)) else want), flag
-    assert overfeat.train["crop_epochs"] == 4 and overfeat.train["classifier_minutes"] == 8.3
+    assert overfeat.train["crop_epochs"] == 4 and overfeat.train["classifier_minutes"] == 8.4
     assert overfeat.train["train_images"] == args.train_images == 1800 and overfeat.train["val_images"] == args.val_images
-    # The stages' budgets are the minutes alone, as in the tool (no step caps, no total).
-    assert overfeat.train["classifier_steps"] is overfeat.train["localizer_steps"] is overfeat.train["minutes"] is None
+    # A total budget the dense stages share, as in the tool (no step caps).
+    assert overfeat.train["minutes"] == 14.8
+    assert overfeat.train["classifier_steps"] is overfeat.train["localizer_steps"] is None
     assert overfeat.model["batch_norm"] is args.batch_norm is True and overfeat.model["dropout"] == args.dropout
     assert [overfeat.model["score_threshold"]] == args.score_thresholds
     assert [overfeat.model["match_threshold"]] == args.match_thresholds
@@ -212,7 +213,7 @@ def test_invalid_yaml_is_a_one_line_error_naming_the_key(tmp_path, edit, message
         ({"regression_fraction": [1.2, 0.35]}, "`train.regression_fraction` must be [low, high] with 0 < low <= high"),
         ({"patch_size": 80}, "`train.patch_size` must be at least the 86×86 window of arch 'tiny', got 80"),
         ({"localizer_minutes": 0}, "`train.localizer_minutes` must be a positive number or null, got 0.0"),
-        ({"classifier_minutes": None}, "`train.classifier_minutes` must be a number when `train.classifier_steps` and "
+        ({"classifier_minutes": None, "minutes": None}, "`train.classifier_minutes` must be a number when `train.classifier_steps` and "
                                        "`train.minutes` are null (the dense stage's budget), got None"),
     ],
 )
@@ -229,7 +230,8 @@ def test_invalid_overfeat_train_section_is_a_one_line_error(tmp_path, train, mes
 
 def test_overfeat_train_overrides_are_checked_like_the_file():
     config = zoo.get_config("overfeat_tiny")
-    assert config.with_train({"classifier_minutes": None, "classifier_steps": 500}).train["classifier_steps"] == 500
+    assert config.with_train({"classifier_minutes": None, "minutes": None, "classifier_steps": 500}).train[
+        "classifier_steps"] == 500
     with pytest.raises(ValueError, match=r"^kerasdet train: `train.ignore_center` must be at least"):
         config.with_train({"ignore_center": 0.1}, where="kerasdet train")
     with pytest.raises(ValueError, match=r"`train.minutes` must be null with `train.recipe: crops`"):

@@ -13,14 +13,17 @@ Images: `kerasdet_shapes`-style validation images drawn at 375 (height) × 500 (
 `kerasdet.data.shapes.generate_example` with the default config's object sizes (12–120 px,
 ≤ 6 objects, 5 % empty) from `np.random.default_rng([seed, 1, i])` — the validation split's
 seeds (split id 1; training uses split id 0), so none of them is a training image.
+`--held-out START` draws training-split images START, START+1, … instead (split id 0; the
+recipe trains on 0..1999): the images to choose test settings such as `--nms-iou` on,
+never the validation ones.
 
 RPN: the model of `tools/train_faster_rcnn_tiny.py` (tiny backbone, head (256, 256); pass
 the same `--backbone-stride` and `--anchor-sizes` as the training run) built for
 375×500 inputs — the weights do not depend on the image size — with 300 post-NMS
 proposals (`--pre-nms-top-k` boxes, default 6000 as in the paper's test setting, enter
-the NMS at 0.7). The default anchor sizes are those of the training image size
-(`--train-image-size`, 256 → (32, 64, 128)), not of 375×500: the RPN regresses from the
-anchors it was trained with. Backbone + RPN head + proposal layer run as one `tf.function`,
+the NMS at `--nms-iou`, default the paper's 0.7). The default anchor sizes are those of the
+training image size (`--train-image-size`, 256 → (32, 64, 128)), not of 375×500: the RPN
+regresses from the anchors it was trained with. Backbone + RPN head + proposal layer run as one `tf.function`,
 one image at a time, timed from the uint8 image to the NumPy proposals.
 
 Selective search: `cv2.ximgproc.segmentation` (`pip install opencv-contrib-python-headless`,
@@ -53,15 +56,16 @@ SPLIT_ID = 1  # kerasdet_shapes' validation split id (make_example); training is
 # --- helpers (no TensorFlow) -----------------------------------------------------------------
 
 
-def validation_images(count, height=375, width=500, seed=0):
+def validation_images(count, height=375, width=500, seed=0, split_id=SPLIT_ID, start=0):
     """`count` synthetic validation examples (`image` uint8 RGB, `boxes` yxyx pixels) at
-    `height` × `width` with the default config's object sizes."""
+    `height` × `width` with the default config's object sizes; `split_id=0, start=k` gives
+    training-split images k, k+1, … instead (held out from a recipe that trains on 0..k-1)."""
     from kerasdet.data.shapes import ShapesConfig, generate_example
 
     config = ShapesConfig(name="bench")
     return [
         generate_example(
-            np.random.default_rng([seed, SPLIT_ID, i]), height, width,
+            np.random.default_rng([seed, split_id, start + i]), height, width,
             max_objects=config.max_objects, min_size=config.min_size, max_size=config.max_size,
             empty_prob=config.empty_prob,
         )
@@ -164,7 +168,8 @@ def build_rpn(args):
         # against the anchors and recall@300 falls from 0.99 to 0.58.
         image_size=padded_size(args.image_size, args.backbone_stride), head_units=(256, 256),
         proposal_layer=ProposalLayer(pre_nms_top_k_train=2000, post_nms_top_k_train=256,
-                                     pre_nms_top_k_test=args.pre_nms_top_k, post_nms_top_k_test=args.top),
+                                     pre_nms_top_k_test=args.pre_nms_top_k, post_nms_top_k_test=args.top,
+                                     nms_iou=args.nms_iou),
     )
     if args.weights:
         model.load_weights(args.weights)
@@ -218,9 +223,14 @@ def main(argv=None):
                         help="the weights have a depthwise-separable RPN conv (as trained)")
     parser.add_argument("--rpn-kernel-size", type=int, default=5, help="its kernel size (with --rpn-separable)")
     parser.add_argument("--pre-nms-top-k", type=int, default=6000)
+    parser.add_argument("--nms-iou", type=float, default=0.7,
+                        help="the proposal NMS IoU (0.7: the paper's; tune it with --held-out, not here)")
     parser.add_argument("--top", type=int, default=300, help="proposals per image scored (recall@top)")
     parser.add_argument("--iou", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0, help="images: np.random.default_rng([seed, 1, i])")
+    parser.add_argument("--held-out", type=int, default=None, metavar="START",
+                        help="tune on training-split images START, START+1, ... (np.random.default_rng([seed, 0, "
+                             "START+i]); the recipe trains on 0..1999) instead of the validation images")
     parser.add_argument("--cv-threads", type=int, default=2)
     parser.add_argument("--no-selective-search", action="store_true", help="time the RPN only")
     args = parser.parse_args(argv)
@@ -235,7 +245,10 @@ def main(argv=None):
         cv2.setNumThreads(args.cv_threads)
 
     height, width = args.image_size
-    examples = validation_images(args.images, height, width, args.seed)
+    if args.held_out is None:
+        examples = validation_images(args.images, height, width, args.seed)
+    else:
+        examples = validation_images(args.images, height, width, args.seed, split_id=0, start=args.held_out)
     images = [e["image"] for e in examples]
     gt = [e["boxes"] for e in examples]
 
@@ -248,10 +261,11 @@ def main(argv=None):
         ss_props, ss_seconds = time_method(lambda i, image: selective_search(cv2, image, args.seed * 100003 + i), images)
         rows.append(("selective search (OpenCV, fast)", ss_seconds, ss_props))
 
-    print(f"Proposals on {args.images} synthetic validation images {width}×{height} (W×H), "
+    images_kind = "validation" if args.held_out is None else f"held-out training (from {args.held_out})"
+    print(f"Proposals on {args.images} synthetic {images_kind} images {width}×{height} (W×H), "
           f"{sum(len(g) for g in gt)} ground-truth boxes, recall at IoU ≥ {args.iou}")
     print(f"RPN: tiny backbone, stride {args.backbone_stride}, anchors {tuple(round(s, 2) for s in sizes)} × "
-          f"ratios (0.5, 1, 2), {args.pre_nms_top_k} pre-NMS → NMS 0.7 → {args.top}, "
+          f"ratios (0.5, 1, 2), {args.pre_nms_top_k} pre-NMS → NMS {args.nms_iou} → {args.top}, "
           f"{'weights ' + args.weights if args.weights else 'UNTRAINED (random weights: recall is meaningless)'}; "
           f"TF {tf.__version__}, tf.function, batch 1")
     if cv2 is not None:

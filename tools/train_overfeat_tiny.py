@@ -59,7 +59,7 @@ from kerasdet.training.overfeat_dense_recipe import fit_dense_recipe
 # The flags that are `fit_dense_recipe`'s arguments, by the same names (and the
 # `train.recipe: dense` keys of kerasdet/zoo/configs/overfeat_tiny.yaml).
 RECIPE_FLAGS = (
-    "crop_epochs", "crop_images", "classifier_minutes", "localizer_minutes", "batch_size", "patch_size",
+    "crop_epochs", "crop_images", "classifier_minutes", "localizer_minutes", "minutes", "batch_size", "patch_size",
     "scale_range", "object_prob", "foreground_weight", "learning_rate", "center_tolerance", "ignore_center",
     "localizer_lr", "localizer_object_prob", "regression_center", "regression_fraction", "seed",
 )
@@ -185,6 +185,9 @@ def build_parser():
     # Stage 1b / 2: dense training on whole-image patches.
     parser.add_argument("--classifier-minutes", type=float, default=9.0)
     parser.add_argument("--localizer-minutes", type=float, default=3.0)
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="total training budget: the dense stages share what the crop stage leaves, in "
+                             "proportion to --classifier-minutes : --localizer-minutes (the crop stage's time varies)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--patch-size", type=int, default=230, help="86 + 24k: (k+1)² locations per patch")
     parser.add_argument("--scale-range", type=float, nargs=2, default=[0.5, 3.8])
