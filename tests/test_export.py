@@ -140,7 +140,7 @@ def frcnn_saved_model(frcnn, workdir):
     return export(frcnn, workdir / "frcnn_saved_model", class_names=CLASS_NAMES)
 
 
-@pytest.fixture(scope="module", params=["greedy", "nms"])
+@pytest.fixture(scope="module", params=["greedy", "nms", "greedy_nms"])
 def overfeat(request, workdir):
     model = tiny_overfeat(request.param)
     path = export(model, workdir / f"overfeat_{request.param}.tflite", "tflite")

@@ -118,12 +118,14 @@ def test_stage_schedule():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(classifier_minutes=None), "the dense classifier needs a budget: `classifier_minutes`, `classifier_steps` or `minutes`"),
+        (dict(classifier_minutes=None), "`classifier_minutes` must be a number when `classifier_steps` and `minutes` are "
+                                        "None (the dense stage's budget), got None"),
         (dict(localizer_steps=0), "`localizer_steps` must be an integer >= 1 or None, got 0"),
-        (dict(center_tolerance=0.3, ignore_center=0.2), "`ignore_center` must be >= `center_tolerance` = 0.3, got 0.2"),
-        (dict(scale_range=(2.0, 1.0)), "`scale_range` must be (low, high) with 0 < low <= high, got [2.0, 1.0]"),
+        (dict(center_tolerance=0.3, ignore_center=0.2), "`ignore_center` must be at least `center_tolerance` = 0.3, got 0.2"),
+        (dict(scale_range=(2.0, 1.0)), "`scale_range` must be [low, high] with 0 < low <= high, got [2.0, 1.0]"),
         (dict(start_at="dense"), "`start_at` must be one of ['crops', 'classifier', 'localizer'], got 'dense'"),
         (dict(minutes=0.0), "`minutes` must be a positive number or None, got 0.0"),
+        (dict(patch_size=80), "`patch_size` must be at least the 86×86 window of arch 'tiny', got 80"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(kwargs, message):

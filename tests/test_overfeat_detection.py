@@ -101,7 +101,7 @@ def tiny_parts():
     return classifier, localizer
 
 
-@pytest.mark.parametrize("merge", ["greedy", "nms"])
+@pytest.mark.parametrize("merge", ["greedy", "nms", "greedy_nms"])
 def test_detector_outputs_padded_static_dict(tiny_parts, merge):
     classifier, localizer = tiny_parts
     detector = overfeat_detector(
@@ -117,6 +117,56 @@ def test_detector_outputs_padded_static_dict(tiny_parts, merge):
     for b in range(2):  # rows past num_detections are zeros
         n = int(out["num_detections"][b])
         assert (boxes[b, n:] == 0).all()
+
+
+def _numpy_per_class_nms(boxes, scores, classes, iou):
+    """Reference: visit by score (index order on ties); keep a box unless a kept box of its
+    class overlaps it with IoU > `iou`."""
+    keep = []
+    for q in sorted(range(len(scores)), key=lambda k: (-scores[k], k)):
+        ok = True
+        for k in keep:
+            if classes[k] != classes[q]:
+                continue
+            y1, x1 = np.maximum(boxes[q, :2], boxes[k, :2])
+            y2, x2 = np.minimum(boxes[q, 2:], boxes[k, 2:])
+            inter = max(y2 - y1, 0) * max(x2 - x1, 0)
+            area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
+            ok &= inter / (area(boxes[q]) + area(boxes[k]) - inter) <= iou
+        if ok:
+            keep.append(q)
+    return keep
+
+
+def test_greedy_nms_is_the_greedy_merge_then_per_class_nms():
+    keras.utils.set_random_seed(3)
+    classifier = overfeat_classifier("tiny", num_classes=3)
+    localizer = overfeat_localizer(classifier, "tiny", num_classes=2)
+    # Window-sized boxes with small random offsets (an untrained regressor's boxes are often
+    # inverted), so neighbouring windows' boxes overlap and a strict merge leaves many.
+    regressor = localizer.get_layer("reg_boxes")
+    kernel, _ = regressor.get_weights()
+    regressor.set_weights([kernel * 0.02, np.tile([-0.4, -0.4, 0.4, 0.4], 2).astype("float32")])
+    settings = dict(image_size=(128, 160), scales=(1.0, 1.5), score_threshold=0.2, match_threshold=0.05,
+                    iou_threshold=0.3, max_detections=50)
+    greedy = overfeat_detector(classifier, localizer, "tiny", merge="greedy", **settings)
+    both = overfeat_detector(classifier, localizer, "tiny", merge="greedy_nms", **settings)
+    images = np.random.default_rng(2).uniform(0, 255, [2, 128, 160, 3]).astype("float32")
+    merged, suppressed = greedy(images), both(images)
+    removed = 0
+    for b in range(2):
+        n = int(merged["num_detections"][b])
+        boxes, scores = merged["boxes"].numpy()[b, :n], merged["scores"].numpy()[b, :n]
+        classes = merged["classes"].numpy()[b, :n]
+        keep = _numpy_per_class_nms(boxes, scores, classes, 0.3)
+        m = int(suppressed["num_detections"][b])
+        assert m == len(keep)
+        np.testing.assert_allclose(suppressed["boxes"].numpy()[b, :m], boxes[keep], atol=1e-5)
+        np.testing.assert_allclose(suppressed["scores"].numpy()[b, :m], scores[keep], rtol=1e-6)
+        np.testing.assert_array_equal(suppressed["classes"].numpy()[b, :m], classes[keep])
+        assert (suppressed["scores"].numpy()[b, m:] == 0).all()
+        removed += n - m
+    assert removed > 0, "nothing was suppressed: the test compared no NMS decision"
 
 
 def test_detector_keras_save_load(tiny_parts, tmp_path):

@@ -238,7 +238,7 @@ def main(argv=None):
     parser.add_argument("--ap", type=int, default=0, metavar="N", help="AP50 on N validation images (0: skip)")
     parser.add_argument("--scales", type=float, nargs="+", default=[0.6, 0.85, 1.2, 1.7, 2.4, 3.4],
                         help="OverFeat pyramid")
-    parser.add_argument("--merge", choices=["greedy", "nms"], default="greedy", help="OverFeat merge")
+    parser.add_argument("--merge", choices=["greedy", "nms", "greedy_nms"], default="greedy", help="OverFeat merge")
     parser.add_argument("--score-threshold", type=float, default=0.6, help="OverFeat confidence threshold")
     parser.add_argument("--backbone-stride", type=int, default=16, help="frcnn-tiny backbone stride (8 or 16)")
     parser.add_argument("--batch-norm", action="store_true", help="batch norm in the frcnn-tiny backbone / in overfeat-tiny's layers 1-5, as trained")

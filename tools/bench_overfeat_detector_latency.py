@@ -2,7 +2,8 @@
 
 Times, on one image, each scale's dense pass (resize + classifier + regressor as one
 graph) and the post-processing of all scales' candidates with greedy merge (XLA and
-plain graph) and with NMS, then the whole detector model end to end.
+plain graph), with NMS, and with the greedy merge then NMS (`merge="greedy_nms"`), then the
+whole detector model end to end.
 
     python tools/bench_overfeat_detector_latency.py --arch tiny --size 256 256
     python tools/bench_overfeat_detector_latency.py --arch accurate --size 461 569 \
@@ -45,6 +46,7 @@ def main(argv=None):
     parser.add_argument("--weights", default=None)
     parser.add_argument("--last-pool", default="standard", choices=LAST_POOL_MODES)
     parser.add_argument("--max-candidates", type=int, default=2000, help="merge bound (the zoo's: 2000)")
+    parser.add_argument("--nms-iou", type=float, default=0.5, help="NMS IoU (NMS, greedy merge then NMS)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch-norm", action="store_true",
                         help="layers 1-5 with batch norm, as trained with --batch-norm (with --weights DIR or none; "
@@ -93,12 +95,21 @@ def main(argv=None):
     xla = tf.function(lambda: greedy_merge(boxes, scores, classes, jit_compile=True, **merge_kwargs))
     plain = tf.function(lambda: greedy_merge(boxes, scores, classes, jit_compile=False, **merge_kwargs))
     one_hot = tf.one_hot(classes, args.num_classes) * scores[..., None]
-    nms = tf.function(lambda: non_max_suppression(boxes, one_hot, score_threshold=args.score_threshold,
+    nms = tf.function(lambda: non_max_suppression(boxes, one_hot, iou_threshold=args.nms_iou, score_threshold=args.score_threshold,
                                                   max_candidates=args.max_candidates))
+
+    @tf.function
+    def greedy_then_nms():  # merge="greedy_nms": the merge, then per-class NMS on the merged boxes
+        merged = greedy_merge(boxes, scores, classes, jit_compile=True, **merge_kwargs)
+        merged_scores = tf.one_hot(merged["classes"], args.num_classes) * merged["scores"][..., None]
+        return non_max_suppression(merged["boxes"], merged_scores, iou_threshold=args.nms_iou,
+                                   score_threshold=args.score_threshold, max_candidates=100)
+
     merges = [
         ("greedy merge (XLA)", median_ms(xla, args.repeats)),
         ("greedy merge (graph)", median_ms(plain, args.repeats)),
         ("NMS", median_ms(nms, args.repeats)),
+        (f"greedy merge (XLA), then NMS at IoU {args.nms_iou}", median_ms(greedy_then_nms, args.repeats)),
     ]
     whole = tf.function(lambda x: detector(x, training=False))
     total = median_ms(lambda: whole(image), args.repeats)

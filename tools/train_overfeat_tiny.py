@@ -8,7 +8,8 @@ stages of the notes' workflow on this CPU, and its detection AP on the validatio
   2. localizer: the box regressor on the frozen layers 1–5, trained densely the same way
      (L2 loss, windows that overlap no box by ≥ 0.5 excluded);
   3. detector: one functional model — image pyramid, dense classifier + regressor at each
-     scale, confidence threshold, greedy merge (or NMS). Its last pool (offset pooling at
+     scale, confidence threshold, greedy merge (or NMS, or the greedy merge then per-class
+     NMS at --nms-iou: `--merges greedy_nms`). Its last pool (offset pooling at
      test time: same weights, stride /3), pyramid, threshold and merge are chosen on
      held-out *training* images (`--tune-images`, after the `--train-images`), never on the
      validation split, which is evaluated once with COCO AP.
@@ -103,7 +104,8 @@ def _candidates(classifier, localizer, args, examples, last_pool, scales):
 def detector_settings(args):
     """The tuning grid: every `(last_pool, scales, merge, score_threshold, match_threshold)`,
     grouped by (last pool, scales); `match_threshold` is None for NMS."""
-    merges = [("greedy", t, m) for t, m in itertools.product(args.score_thresholds, args.match_thresholds)]
+    merges = [(merge, t, m) for merge in ("greedy", "greedy_nms")
+              for t, m in itertools.product(args.score_thresholds, args.match_thresholds)]
     merges += [("nms", t, None) for t in args.score_thresholds]
     merges = [setting for setting in merges if setting[0] in args.merges]
     return [(last_pool, tuple(scales), *merge)
@@ -130,6 +132,14 @@ def tune_detector(classifier, localizer, args, examples, settings):
         for _, _, merge, threshold, match in group:
             if merge == "greedy":
                 layer = GreedyMerge(match_threshold=match, score_threshold=threshold, max_candidates=args.max_candidates)
+            elif merge == "greedy_nms":
+                greedy = GreedyMerge(match_threshold=match, score_threshold=threshold, max_candidates=args.max_candidates)
+                nms = NonMaxSuppression(iou_threshold=args.nms_iou, score_threshold=threshold, max_candidates=100)
+                one_hot = OneHotScores(num_classes)
+
+                def layer(boxes, scores, classes, greedy=greedy, nms=nms, one_hot=one_hot):
+                    merged = greedy(boxes, scores, classes)
+                    return nms(merged["boxes"], one_hot(merged["scores"], merged["classes"]))
             else:
                 nms = NonMaxSuppression(iou_threshold=args.nms_iou, score_threshold=threshold,
                                         max_candidates=args.max_candidates)

@@ -136,6 +136,57 @@ def _budget(steps, minutes) -> str:
     return " or ".join(parts)
 
 
+def dense_recipe_violations(settings: dict, *, arch: str = "tiny", start_at: str = "crops", prefix: str = "",
+                            none: str = "None"):
+    """The dense recipe's argument rules, in one place for its two front doors:
+    `fit_dense_recipe` (library callers) and the zoo configuration's `train:` section
+    (checked before any data loads, with its own error wording).
+
+    Args:
+        settings: `fit_dense_recipe`'s keyword arguments by name (any missing key is not
+            checked): `minutes`, `{classifier,localizer}_{minutes,steps}`, `patch_size`,
+            `scale_range`, `regression_fraction`, `center_tolerance`, `ignore_center`.
+        arch: the classifier's architecture (its window bounds `patch_size`).
+        start_at: the first stage to run; a stage before it needs no budget.
+        prefix: prepended to the key names inside the expectations (e.g. `"train."`).
+        none: the word for "no value" in the expectations (`"null"` for YAML).
+
+    Returns:
+        `[(key, expectation, value)]`, empty when the settings are valid; each reads
+        "`key` must be <expectation>, got <value>".
+    """
+    problems = []
+
+    def given(key):
+        return settings.get(key) is not None
+
+    for key in ("minutes", "classifier_minutes", "localizer_minutes"):
+        # A 0 budget has no time to decay the learning rate over.
+        if given(key) and not settings[key] > 0:
+            problems.append((key, f"a positive number or {none}", settings[key]))
+    for key in ("classifier_steps", "localizer_steps"):
+        if given(key) and not (isinstance(settings[key], int) and settings[key] >= 1):
+            problems.append((key, f"an integer >= 1 or {none}", settings[key]))
+    for key in ("scale_range", "regression_fraction"):
+        if given(key):
+            pair = list(settings[key])
+            if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+                problems.append((key, "[low, high] with 0 < low <= high", pair))
+    if given("ignore_center") and given("center_tolerance") and settings["ignore_center"] < settings["center_tolerance"]:
+        problems.append(("ignore_center", f"at least `{prefix}center_tolerance` = {settings['center_tolerance']}",
+                         settings["ignore_center"]))
+    window = ARCHITECTURES[arch].window
+    if given("patch_size") and settings["patch_size"] < window:
+        problems.append(("patch_size", f"at least the {window}×{window} window of arch {arch!r}", settings["patch_size"]))
+    for stage in ("classifier", "localizer"):
+        if STAGES.index(stage) < STAGES.index(start_at):
+            continue  # done already
+        if not any(given(key) for key in (f"{stage}_minutes", f"{stage}_steps", "minutes")):
+            problems.append((f"{stage}_minutes", f"a number when `{prefix}{stage}_steps` and `{prefix}minutes` are "
+                             f"{none} (the dense stage's budget)", None))
+    return problems
+
+
 def fit_dense_recipe(
     classifier: keras.Model,
     examples,
@@ -228,9 +279,10 @@ def fit_dense_recipe(
         the stages that ran.
 
     Raises:
-        ValueError: a stage without a budget, `ignore_center < center_tolerance`, an unknown
-            `start_at`, a `scale_range` or `regression_fraction` that is not `(low, high)`,
-            or no time left of `minutes` after the crop pre-training.
+        ValueError: an unknown `start_at`, any of `dense_recipe_violations` (a stage
+            without a budget, `ignore_center < center_tolerance`, a `scale_range` or
+            `regression_fraction` that is not `(low, high)`, a patch smaller than the
+            window), or no time left of `minutes` after the crop pre-training.
 
     Example:
     >>> classifier = overfeat_classifier("tiny", num_classes=6)
@@ -240,23 +292,16 @@ def fit_dense_recipe(
     """
     if start_at not in STAGES:
         raise ValueError(f"`start_at` must be one of {list(STAGES)}, got {start_at!r}")
-    if ignore_center < center_tolerance:
-        raise ValueError(f"`ignore_center` must be >= `center_tolerance` = {center_tolerance}, got {ignore_center}")
-    for name, pair in (("scale_range", scale_range), ("regression_fraction", regression_fraction)):
-        if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
-            raise ValueError(f"`{name}` must be (low, high) with 0 < low <= high, got {list(pair)}")
-    for stage, steps, stage_minutes in (("classifier", classifier_steps, classifier_minutes),
-                                        ("localizer", localizer_steps, localizer_minutes)):
-        if STAGES.index(stage) < STAGES.index(start_at):
-            continue  # done already
-        if steps is None and stage_minutes is None and minutes is None:
-            raise ValueError(f"the dense {stage} needs a budget: `{stage}_minutes`, `{stage}_steps` or `minutes`")
-        if steps is not None and steps < 1:
-            raise ValueError(f"`{stage}_steps` must be an integer >= 1 or None, got {steps!r}")
-        if stage_minutes is not None and not stage_minutes > 0:
-            raise ValueError(f"`{stage}_minutes` must be a positive number or None, got {stage_minutes!r}")
-    if minutes is not None and not minutes > 0:
-        raise ValueError(f"`minutes` must be a positive number or None, got {minutes!r}")
+    problems = dense_recipe_violations(
+        dict(minutes=minutes, classifier_minutes=classifier_minutes, classifier_steps=classifier_steps,
+             localizer_minutes=localizer_minutes, localizer_steps=localizer_steps, patch_size=patch_size,
+             scale_range=scale_range, regression_fraction=regression_fraction, center_tolerance=center_tolerance,
+             ignore_center=ignore_center),
+        arch=arch, start_at=start_at,
+    )
+    if problems:
+        key, expected, value = problems[0]
+        raise ValueError(f"`{key}` must be {expected}, got {value!r}")
     examples = list(examples)
     log = log or (lambda message: None)
     callbacks = callbacks or {}

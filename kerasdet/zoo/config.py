@@ -38,6 +38,7 @@ from kerasdet.models.backbones import BACKBONES
 from kerasdet.models.overfeat import LAST_POOL_MODES
 from kerasdet.models.overfeat_architectures import ARCHITECTURES
 from kerasdet.models.overfeat_detector import MERGE_MODES
+from kerasdet.training.overfeat_dense_recipe import dense_recipe_violations
 
 # The configurations shipped inside the package (tests may point this elsewhere).
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
@@ -331,10 +332,10 @@ OVERFEAT_MODEL = {
     "dropout": Field("number", 0.5, minimum=0.0, maximum=1.0, exclusive_maximum=True),
     "batch_norm": Field("bool", False, doc="batch norm after every conv of layers 1-5 (not the paper's)"),
     "regressor_units": Field("int_list", None, minimum=1, nullable=True, doc="regressor FC widths"),
-    "merge": Field("choice", "greedy", choices=MERGE_MODES, doc="greedy merge or NMS"),
+    "merge": Field("choice", "greedy", choices=MERGE_MODES, doc="greedy merge, NMS, or greedy merge then NMS"),
     "score_threshold": Field("number", 0.5, minimum=0.0, maximum=1.0),
     "match_threshold": Field("number", 1.0, minimum=0.0, doc="greedy merge threshold t"),
-    "iou_threshold": Field("number", 0.5, minimum=0.0, maximum=1.0, doc="NMS IoU (merge: nms)"),
+    "iou_threshold": Field("number", 0.5, minimum=0.0, maximum=1.0, doc="NMS IoU (merge: nms, greedy_nms)"),
     "max_detections": Field("int", 100, minimum=1),
     "max_candidates": Field("int", 2000, minimum=1),
 }
@@ -601,7 +602,7 @@ def _check_consistency(config: ZooConfig, where: str) -> None:
                         f"at most `model.rpn_positive_iou` = {model['rpn_positive_iou']}", model["rpn_negative_iou"])
     else:
         window = ARCHITECTURES[model["arch"]].window
-        _check_overfeat_train(config.train, window, model["arch"], where)
+        _check_overfeat_train(config.train, model["arch"], where)
         for scale in model["scales"]:
             size = [round(s * scale) for s in model["image_size"]]
             if min(size) < window:
@@ -612,30 +613,17 @@ def _check_consistency(config: ZooConfig, where: str) -> None:
                 )
 
 
-def _check_overfeat_train(train: dict, window: int, arch: str, where: str) -> None:
+def _check_overfeat_train(train: dict, arch: str, where: str) -> None:
     if train["recipe"] == "crops":
         if train["minutes"] is not None:
             raise _fail(where, "train.minutes", "null with `train.recipe: crops` (it trains by epochs; "
                         "`train.recipe: dense` trains by minutes)", train["minutes"])
         return
-    for key in ("minutes", "classifier_minutes", "localizer_minutes"):
-        if train[key] is not None and train[key] <= 0:  # a 0 budget has no time to decay the learning rate over
-            raise _fail(where, f"train.{key}", "a positive number or null", train[key])
-    for key in ("scale_range", "regression_fraction"):
-        low_high = train[key]
-        if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1]:
-            raise _fail(where, f"train.{key}", "[low, high] with 0 < low <= high", low_high)
-    if train["ignore_center"] < train["center_tolerance"]:
-        raise _fail(where, "train.ignore_center", f"at least `train.center_tolerance` = {train['center_tolerance']}",
-                    train["ignore_center"])
-    if train["patch_size"] < window:
-        raise _fail(where, "train.patch_size", f"at least the {window}×{window} window of arch {arch!r}",
-                    train["patch_size"])
-    for stage in ("classifier", "localizer"):
-        if train[f"{stage}_minutes"] is None and train[f"{stage}_steps"] is None and train["minutes"] is None:
-            raise _fail(where, f"train.{stage}_minutes",
-                        f"a number when `train.{stage}_steps` and `train.minutes` are null (the dense stage's budget)",
-                        None)
+    # The rules are the library's (fit_dense_recipe checks the same ones); only the wording is the config's.
+    problems = dense_recipe_violations(train, arch=arch, prefix="train.", none="null")
+    if problems:
+        key, expected, value = problems[0]
+        raise _fail(where, f"train.{key}", expected, value)
 
 
 def load_config(path, *, bundled: bool = False) -> ZooConfig:
