@@ -33,6 +33,10 @@ import subprocess
 import sys
 import time
 
+# Importing Keras (and TensorFlow) allocates no tensor: the allocator is still the
+# environment's choice when a child builds its model.
+import keras
+
 MODELS = ("overfeat", "faster_rcnn")
 ALLOCATORS = {"malloc": "false", "bfc": "true"}
 
@@ -40,6 +44,7 @@ ALLOCATORS = {"malloc": "false", "bfc": "true"}
 def _overfeat_step_data():
     from kerasdet.data.shapes import make_example
     from kerasdet.models.overfeat import overfeat_classifier
+    from kerasdet.models.overfeat_architectures import ARCHITECTURES
     from kerasdet.training.overfeat_dense_data import DensePatchSampler
     from kerasdet.training.overfeat_dense_fit import DenseClassificationLoss
 
@@ -47,7 +52,7 @@ def _overfeat_step_data():
     model.compile(optimizer="adam", loss=DenseClassificationLoss(4.0), jit_compile=False)
     # The recipe's own data path: patches cut at random pyramid scales by a generator.
     examples = [make_example("train", i) for i in range(200)]
-    sampler = DensePatchSampler(examples, model=model, window=86, object_prob=0.7, seed=0)
+    sampler = DensePatchSampler(examples, model=model, window=ARCHITECTURES["tiny"].window, object_prob=0.7, seed=0)
     return model, sampler.dataset(32)
 
 
@@ -66,34 +71,27 @@ def _faster_rcnn_step_data():
     return model, tf.data.Dataset.from_tensors((images, truth)).repeat()
 
 
-class _StepClock:
+class StepClock(keras.callbacks.Callback):
     """Seconds between consecutive batch ends (a step plus its data wait)."""
 
-    def __new__(cls):
-        import keras
+    def __init__(self):
+        super().__init__()
+        self.seconds, self._last = [], None
 
-        class StepClock(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds, self._last = [], None
-
-            def on_train_batch_end(self, batch, logs=None):
-                now = time.perf_counter()
-                if self._last is not None:
-                    self.seconds.append(now - self._last)
-                self._last = now
-
-        return StepClock()
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._last is not None:
+            self.seconds.append(now - self._last)
+        self._last = now
 
 
 def child(model_name: str, steps: int, warmup: int) -> dict:
     """One process: build, warm up, time `steps` training steps. The allocator is the
     environment's `TF_CPU_ALLOCATOR_USE_BFC`, set by the parent."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     build = _overfeat_step_data if model_name == "overfeat" else _faster_rcnn_step_data
     model, dataset = build()
     model.fit(dataset, steps_per_epoch=warmup, epochs=1, verbose=0)  # tracing, first allocations
-    clock = _StepClock()
+    clock = StepClock()
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[clock])
     seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
