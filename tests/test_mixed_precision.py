@@ -215,7 +215,7 @@ def test_overfeat_detector_inference_matches_float32(overfeat_reference, policy)
     assert detector.get_layer("dense_windows").compute_dtype in ("bfloat16", "float16")
     # Decoding, the concatenation of the scales' candidates and the merge stay float32 (a
     # default Concatenate would round the boxes to the compute dtype).
-    for name in ("decode_0", "decode_1", "all_boxes", "all_scores", "greedy_merge"):
+    for name in ("decode_0", "decode_1", "all_boxes", "all_scores", "merge"):
         assert detector.get_layer(name).compute_dtype == "float32", name
     boxes, scores, classes = (np.asarray(t) for t in _candidates(detector)(images))
     assert boxes.dtype == scores.dtype == np.float32

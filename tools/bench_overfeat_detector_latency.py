@@ -33,7 +33,7 @@ import kerasdet  # noqa: F401  (TF backend)
 from kerasdet.models import overfeat_classifier
 from kerasdet.models.overfeat import LAST_POOL_MODES
 from kerasdet.models.overfeat_detector import overfeat_detector, with_last_pool
-from kerasdet.postprocess import greedy_merge, non_max_suppression
+from kerasdet.postprocess import merge_detections
 
 
 def main(argv=None):
@@ -91,20 +91,15 @@ def main(argv=None):
                          if len(args.scales) > 1 else detector.get_layer("decode_0").output)
     boxes, scores, classes = gather(image)
     candidates = int(np.sum(scores.numpy() >= args.score_threshold))
-    merge_kwargs = dict(score_threshold=args.score_threshold, max_candidates=args.max_candidates)
-    xla = tf.function(lambda: greedy_merge(boxes, scores, classes, jit_compile=True, **merge_kwargs))
-    plain = tf.function(lambda: greedy_merge(boxes, scores, classes, jit_compile=False, **merge_kwargs))
-    one_hot = tf.one_hot(classes, args.num_classes) * scores[..., None]
-    nms = tf.function(lambda: non_max_suppression(boxes, one_hot, iou_threshold=args.nms_iou, score_threshold=args.score_threshold,
-                                                  max_candidates=args.max_candidates))
-
-    @tf.function
-    def greedy_then_nms():  # merge="greedy_nms": the merge, then per-class NMS on the merged boxes
-        merged = greedy_merge(boxes, scores, classes, jit_compile=True, **merge_kwargs)
-        merged_scores = tf.one_hot(merged["classes"], args.num_classes) * merged["scores"][..., None]
-        return non_max_suppression(merged["boxes"], merged_scores, iou_threshold=args.nms_iou,
-                                   score_threshold=args.score_threshold, max_candidates=100)
-
+    # The detector's own merge function (its MergeDetections layer runs it), per mode.
+    merge_kwargs = dict(num_classes=args.num_classes, score_threshold=args.score_threshold,
+                        iou_threshold=args.nms_iou, max_candidates=args.max_candidates)
+    xla = tf.function(lambda: merge_detections(boxes, scores, classes, merge="greedy", **merge_kwargs))
+    plain = tf.function(lambda: merge_detections(boxes, scores, classes, merge="greedy", jit_compile=False,
+                                                 **merge_kwargs))
+    nms = tf.function(lambda: merge_detections(boxes, scores, classes, merge="nms", **merge_kwargs))
+    greedy_then_nms = tf.function(lambda: merge_detections(boxes, scores, classes, merge="greedy_nms",
+                                                           **merge_kwargs))
     merges = [
         ("greedy merge (XLA)", median_ms(xla, args.repeats)),
         ("greedy merge (graph)", median_ms(plain, args.repeats)),

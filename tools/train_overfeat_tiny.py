@@ -46,15 +46,9 @@ from kerasdet.data.shapes import CLASS_NAMES, ground_truth_batch, make_example
 from kerasdet.metrics.coco import COCOEvaluator
 from kerasdet.models import overfeat_classifier
 from kerasdet.models.overfeat import LAST_POOL_MODES
-from kerasdet.models.overfeat_detector import (
-    MERGE_MODES,
-    OneHotScores,
-    overfeat_detector,
-    with_last_pool,
-)
+from kerasdet.models.overfeat_detector import overfeat_detector, with_last_pool
 from kerasdet.models.overfeat_localizer import overfeat_localizer
-from kerasdet.postprocess.greedy_merge import GreedyMerge
-from kerasdet.postprocess.nms import NonMaxSuppression
+from kerasdet.postprocess.merge import MERGE_MODES, MergeDetections
 from kerasdet.training.overfeat_dense_recipe import fit_dense_recipe
 from kerasdet.zoo.config import OVERFEAT_DENSE_KEYS
 
@@ -85,8 +79,8 @@ def build_detector(classifier, localizer, args, merge, score_threshold, match_th
 
 
 def _candidates(classifier, localizer, args, examples, last_pool, scales):
-    """Every pyramid location's (box, score, class) on `examples`, 8 images a batch, and
-    the dense passes' seconds per image."""
+    """Every pyramid location's (box, score, class) on `examples`, 8 images a batch, the
+    dense passes' seconds per image, and the detector's merge-layer config."""
     detector = build_detector(classifier, localizer, args, "greedy", 0.5, 1.0, last_pool, scales)
     outputs = [detector.get_layer(name).output for name in ("all_boxes", "all_scores", "all_classes")]
     candidates_model = keras.Model(detector.input, outputs)
@@ -98,7 +92,7 @@ def _candidates(classifier, localizer, args, examples, last_pool, scales):
         outputs = candidates_model.predict_on_batch(images)
         seconds += time.perf_counter() - start if k else 0.0  # the first batch traces
         batches.append((ground_truth_batch(chunk), outputs))
-    return batches, seconds / max(len(examples) - 8, 1)
+    return batches, seconds / max(len(examples) - 8, 1), detector.get_layer("merge").get_config()
 
 
 def detector_settings(args):
@@ -124,30 +118,15 @@ def tune_detector(classifier, localizer, args, examples, settings):
         {setting: metrics dict})`; the metrics dicts also hold `candidates` (mean per image
         above the lowest score threshold) and `dense_ms` (dense passes per image).
     """
-    num_classes = len(CLASS_NAMES)
     results = {}
     for (last_pool, scales), group in itertools.groupby(settings, key=lambda setting: setting[:2]):
-        batches, dense_s = _candidates(classifier, localizer, args, examples, last_pool, list(scales))
+        batches, dense_s, merge_config = _candidates(classifier, localizer, args, examples, last_pool, list(scales))
         above = np.mean([(s >= min(args.score_thresholds)).sum(axis=1).mean() for _, (_, s, _) in batches])
         for _, _, merge, threshold, match in group:
-            if merge == "greedy":
-                layer = GreedyMerge(match_threshold=match, score_threshold=threshold, max_candidates=args.max_candidates)
-            elif merge == "greedy_nms":
-                greedy = GreedyMerge(match_threshold=match, score_threshold=threshold, max_candidates=args.max_candidates)
-                nms = NonMaxSuppression(iou_threshold=args.nms_iou, score_threshold=threshold, max_candidates=100)
-                one_hot = OneHotScores(num_classes)
-
-                def layer(boxes, scores, classes, greedy=greedy, nms=nms, one_hot=one_hot):
-                    merged = greedy(boxes, scores, classes)
-                    return nms(merged["boxes"], one_hot(merged["scores"], merged["classes"]))
-            else:
-                nms = NonMaxSuppression(iou_threshold=args.nms_iou, score_threshold=threshold,
-                                        max_candidates=args.max_candidates)
-                one_hot = OneHotScores(num_classes)
-
-                def layer(boxes, scores, classes, nms=nms, one_hot=one_hot):
-                    return nms(boxes, one_hot(scores, classes.astype("int32")))
-
+            # The detector's own merge layer (same detections and candidate caps), with this
+            # setting's merge and thresholds.
+            layer = MergeDetections.from_config({**merge_config, "merge": merge, "score_threshold": threshold,
+                                                 "match_threshold": merge_config["match_threshold"] if match is None else match})
             evaluator = COCOEvaluator(class_names=CLASS_NAMES)
             for gt, (boxes, scores, classes) in batches:
                 detections = layer(boxes, scores, classes)

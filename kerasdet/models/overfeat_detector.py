@@ -9,14 +9,7 @@ from kerasdet.analysis import spatial_geometry
 from kerasdet.boxes import clip_boxes
 from kerasdet.models.overfeat import _architecture, overfeat_classifier
 from kerasdet.models.overfeat_localizer import decode_window_boxes, overfeat_localizer
-from kerasdet.postprocess.greedy_merge import GreedyMerge
-from kerasdet.postprocess.nms import NonMaxSuppression
-
-# "greedy_nms": greedy merge, then per-class NMS on the merged boxes. The merge leaves an
-# object's windows in several clusters when some of them do not match within t (other scales,
-# off-centre windows); those leftover clusters are duplicates and fragments of the object,
-# and on held-out shapes images they, not background, were most of the false positives.
-MERGE_MODES = ("greedy", "nms", "greedy_nms")
+from kerasdet.postprocess.merge import MERGE_MODES, MergeDetections
 
 
 @keras.saving.register_keras_serializable(package="kerasdet")
@@ -210,26 +203,11 @@ def overfeat_detector(
         boxes = keras.layers.Concatenate(axis=1, name="all_boxes", dtype="float32")([c[0] for c in candidates])
         scores = keras.layers.Concatenate(axis=1, name="all_scores", dtype="float32")([c[1] for c in candidates])
         classes = keras.layers.Concatenate(axis=1, name="all_classes", dtype="float32")([c[2] for c in candidates])
-    num_classes = classifier.output.shape[-1] - 1
-    if merge in ("greedy", "greedy_nms"):
-        detections = GreedyMerge(
-            match_threshold=match_threshold, score_threshold=score_threshold,
-            max_detections=max_detections, max_candidates=max_candidates, name="greedy_merge",
-        )(boxes, scores, classes)
-        if merge == "greedy_nms":
-            # Merged scores are sums of confidences >= score_threshold, so that threshold
-            # keeps every merged box and drops the zero-score padding rows.
-            merged = OneHotScores(num_classes, name="merged_class_scores")(detections["scores"], detections["classes"])
-            detections = NonMaxSuppression(
-                iou_threshold=iou_threshold, score_threshold=score_threshold,
-                max_detections=max_detections, max_candidates=max_detections, name="merged_nms",
-            )(detections["boxes"], merged)
-    else:
-        one_hot = OneHotScores(num_classes, name="class_scores")(scores, classes)
-        detections = NonMaxSuppression(
-            iou_threshold=iou_threshold, score_threshold=score_threshold,
-            max_detections=max_detections, max_candidates=max_candidates, name="nms",
-        )(boxes, one_hot)
+    detections = MergeDetections(
+        num_classes=classifier.output.shape[-1] - 1, merge=merge, score_threshold=score_threshold,
+        match_threshold=match_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
+        max_candidates=max_candidates, name="merge",
+    )(boxes, scores, classes)
     arch_name = arch if isinstance(arch, str) else "custom"
     model = keras.Model(inputs, detections, name=name or f"overfeat_{arch_name}_detector")
     # A strict input spec, so a wrong input is Keras's one-line "expected shape=(None, H, W,
@@ -237,25 +215,3 @@ def overfeat_detector(
     # axis of 1 and would let a 1-channel image through (broadcast to 3 by normalization).
     model.input_spec = keras.layers.InputSpec(shape=(None, height, width, 3), name="images")
     return model
-
-
-@keras.saving.register_keras_serializable(package="kerasdet")
-class OneHotScores(keras.layers.Layer):
-    """`(scores [B, N], classes [B, N])` → per-class scores `[B, N, C]` (zero elsewhere),
-    the input NMS expects."""
-
-    def __init__(self, num_classes: int, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
-
-    def call(self, scores, classes):
-        return tf.one_hot(classes, self.num_classes, dtype=tf.float32) * tf.cast(scores, tf.float32)[..., None]
-
-    def compute_output_spec(self, scores, classes):
-        return keras.KerasTensor(tuple(scores.shape) + (self.num_classes,), dtype="float32")
-
-    def get_config(self):
-        config = super().get_config()
-        config["num_classes"] = self.num_classes
-        return config

@@ -37,7 +37,7 @@ import yaml
 from kerasdet.models.backbones import BACKBONES
 from kerasdet.models.overfeat import LAST_POOL_MODES
 from kerasdet.models.overfeat_architectures import ARCHITECTURES
-from kerasdet.models.overfeat_detector import MERGE_MODES
+from kerasdet.postprocess.merge import MERGE_MODES
 from kerasdet.training.overfeat_dense_recipe import dense_recipe_violations
 
 # The configurations shipped inside the package (tests may point this elsewhere).
