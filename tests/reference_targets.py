@@ -42,8 +42,12 @@ def gt_is_valid(box, cls) -> bool:
     return int(cls) >= 0 and box[2] > box[0] and box[3] > box[1]
 
 
-def match_image(iou_am, gt_valid, anchor_valid, high, low, allow_low_quality):
-    """Returns `(matches [A] int, labels [A] int, best [A] float)` for one image."""
+def match_image(iou_am, gt_valid, anchor_valid, high, low, allow_low_quality, best_per_gt=1):
+    """Returns `(matches [A] int, labels [A] int, best [A] float)` for one image.
+
+    With `allow_low_quality`, each valid gt's best valid anchor(s) are positive, and with
+    `best_per_gt = k > 1` also its valid anchors whose IoU is at least the k-th largest
+    valid IoU, at least `low` and above 0."""
     iou_am = np.asarray(iou_am, np.float32)
     num_anchors, num_gt = iou_am.shape
     high, low = np.float32(high), np.float32(low)
@@ -66,8 +70,11 @@ def match_image(iou_am, gt_valid, anchor_valid, high, low, allow_low_quality):
             values = [iou_am[a, m] for a in range(num_anchors) if anchor_valid[a]]
             if not values or max(values) <= 0:
                 continue
+            kth = sorted(values, reverse=True)[min(best_per_gt, len(values)) - 1]
             for a in range(num_anchors):
                 if anchor_valid[a] and iou_am[a, m] == max(values):
+                    labels[a] = 1
+                if best_per_gt > 1 and anchor_valid[a] and iou_am[a, m] >= max(kth, low) and iou_am[a, m] > 0:
                     labels[a] = 1
     for a in range(num_anchors):
         if not anchor_valid[a]:

@@ -150,18 +150,20 @@ def test_rpn_iou_thresholds_reach_the_anchor_matcher(monkeypatch):
     original = module.rpn_targets
 
     def recording(*args, **kwargs):
-        seen.update(high=kwargs["high"], low=kwargs["low"])
+        seen.update(high=kwargs["high"], low=kwargs["low"], best=kwargs["best_matches_per_gt"])
         return original(*args, **kwargs)
 
     monkeypatch.setattr(module, "rpn_targets", recording)
     images, gt = shapes_batch(1)
-    model = small_model(rpn_positive_iou=0.5, rpn_negative_iou=0.2)
+    model = small_model(rpn_positive_iou=0.5, rpn_negative_iou=0.2, rpn_best_anchors_per_gt=3)
     assert all(np.isfinite(float(v)) for v in model.compute_losses(images, gt).values())
-    assert seen == {"high": 0.5, "low": 0.2}
+    assert seen == {"high": 0.5, "low": 0.2, "best": 3}
     config = model.get_config()
-    assert (config["rpn_positive_iou"], config["rpn_negative_iou"]) == (0.5, 0.2)
+    assert (config["rpn_positive_iou"], config["rpn_negative_iou"], config["rpn_best_anchors_per_gt"]) == (0.5, 0.2, 3)
     with pytest.raises(ValueError, match=r"rpn_negative_iou=0\.6, rpn_positive_iou=0\.5"):
         small_model(rpn_positive_iou=0.5, rpn_negative_iou=0.6)
+    with pytest.raises(ValueError, match=r"`rpn_best_anchors_per_gt` must be an int >= 1, got 0"):
+        small_model(rpn_best_anchors_per_gt=0)
 
 
 def test_rpn_options_configure_the_default_rpn_head():

@@ -15,14 +15,14 @@ def run(matcher, iou, gt_valid=None, anchor_valid=None):
     return matches.numpy(), labels.numpy()
 
 
-def reference(iou, gt_valid, anchor_valid, high, low, allow):
-    out = [match_image(iou[b], gt_valid[b], anchor_valid[b], high, low, allow) for b in range(len(iou))]
+def reference(iou, gt_valid, anchor_valid, high, low, allow, best_per_gt=1):
+    out = [match_image(iou[b], gt_valid[b], anchor_valid[b], high, low, allow, best_per_gt) for b in range(len(iou))]
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
 
 
-def assert_matches_reference(iou, gt_valid, anchor_valid, high, low, allow):
-    matches, labels = run(Matcher(high, low, allow), iou, gt_valid, anchor_valid)
-    ref_matches, ref_labels = reference(iou, gt_valid, anchor_valid, high, low, allow)
+def assert_matches_reference(iou, gt_valid, anchor_valid, high, low, allow, best_per_gt=1):
+    matches, labels = run(Matcher(high, low, allow, best_per_gt), iou, gt_valid, anchor_valid)
+    ref_matches, ref_labels = reference(iou, gt_valid, anchor_valid, high, low, allow, best_per_gt)
     np.testing.assert_array_equal(labels, ref_labels)
     # The match is only meaningful where an image has a valid gt.
     has_gt = gt_valid.any(axis=1)
@@ -58,6 +58,42 @@ def test_matcher_reference_random_boxes_with_duplicate_anchors(allow, rng):
     iou = pairwise_iou(np.broadcast_to(anchors, (2, 30, 4)), gt).numpy()
     np.testing.assert_allclose(iou[0], iou_matrix(anchors, gt[0]), atol=1e-6)
     assert_matches_reference(iou, gt_valid, np.ones((2, 30), bool), 0.7, 0.3, allow)
+
+
+@pytest.mark.parametrize("best_per_gt", [2, 3, 50])
+@pytest.mark.parametrize("high, low", [(0.7, 0.3), (0.6, 0.0)])
+def test_matcher_reference_several_best_anchors_per_gt(best_per_gt, high, low, rng):
+    # Quantized IoUs (ties at the k-th value) in image 1; image 2's gts overlap no anchor
+    # by `high`, with distinct IoUs, so k > 1 adds positives there. 50 > the 40 anchors
+    # takes every valid one at IoU >= low.
+    iou = (rng.integers(0, 11, (3, 40, 6)) / 10.0).astype(np.float32)
+    iou[2] = rng.uniform(0.0, 0.45, (40, 6)).astype(np.float32)
+    iou[1, :, 4] = 0.0
+    gt_valid = rng.uniform(size=(3, 6)) < 0.7
+    gt_valid[0] = False
+    anchor_valid = rng.uniform(size=(3, 40)) < 0.8
+    assert_matches_reference(iou, gt_valid, anchor_valid, high, low, True, best_per_gt)
+    positives = [(run(Matcher(high, low, True, k), iou, gt_valid, anchor_valid)[1] == 1).sum() for k in (1, best_per_gt)]
+    assert positives[1] > positives[0]  # the option changed something
+
+
+def test_matcher_several_best_anchors_give_a_small_box_more_positives():
+    # A 12 px box among 16 px anchors on a stride-8 grid overlaps none by 0.7: rule (i)
+    # alone gives it one positive (its best anchor), k = 3 gives three (IoU >= 0.3 each).
+    centers = np.stack(np.meshgrid(np.arange(4, 64, 8), np.arange(4, 64, 8), indexing="ij"), -1).reshape(-1, 2)
+    anchors = np.concatenate([centers - 8, centers + 8], -1).astype(np.float32)
+    gt = np.array([[[20.0, 20.0, 32.0, 32.0]]], np.float32)  # IoUs 0.56, 0.32, 0.32, 0.19, ...
+    iou = pairwise_iou(anchors[None], gt).numpy()
+    assert iou.max() < 0.7
+    _, one = run(Matcher(0.7, 0.3), iou)
+    _, three = run(Matcher(0.7, 0.3, best_matches_per_gt=3), iou)
+    assert (one == 1).sum() == 1 and (three == 1).sum() >= 3
+    assert (iou[0, three[0] == 1, 0] >= 0.3).all()
+
+
+def test_matcher_rejects_bad_best_matches_per_gt():
+    with pytest.raises(ValueError, match="`best_matches_per_gt` must be an int >= 1, got 0"):
+        Matcher(0.7, 0.3, best_matches_per_gt=0)
 
 
 # --- Literal cases -----------------------------------------------------------------------

@@ -287,6 +287,10 @@ class FasterRCNN(keras.Model):
             `rpn_positive_iou` with a ground-truth box (or as a box's best anchor), a
             negative below `rpn_negative_iou`, ignored between (the paper's 0.7 / 0.3;
             the source notes use 0.5 for positives).
+        rpn_best_anchors_per_gt: each ground-truth box also makes its this many best
+            anchors positive when their IoU is at least `rpn_negative_iou` (default 1: the
+            paper's one best anchor). More gives small boxes, which overlap no anchor by
+            `rpn_positive_iou`, more than one positive (see `Matcher`).
         rcnn_batch_size, rcnn_positive_fraction: RoI sampling (512, 0.25; gt boxes added).
         rpn_ignore_cross_boundary: leave anchors that cross the image border out of the RPN
             loss (the paper's choice, default). On small images most large anchors cross
@@ -329,6 +333,7 @@ class FasterRCNN(keras.Model):
         rpn_positive_fraction=0.5,
         rpn_positive_iou=0.7,
         rpn_negative_iou=0.3,
+        rpn_best_anchors_per_gt=1,
         rcnn_batch_size=512,
         rcnn_positive_fraction=0.25,
         rpn_ignore_cross_boundary=True,
@@ -343,6 +348,9 @@ class FasterRCNN(keras.Model):
                 "`rpn_negative_iou` <= `rpn_positive_iou` must both be in [0, 1], got "
                 f"rpn_negative_iou={rpn_negative_iou!r}, rpn_positive_iou={rpn_positive_iou!r}"
             )
+        if (isinstance(rpn_best_anchors_per_gt, bool) or not isinstance(rpn_best_anchors_per_gt, (int, np.integer))
+                or rpn_best_anchors_per_gt < 1):
+            raise ValueError(f"`rpn_best_anchors_per_gt` must be an int >= 1, got {rpn_best_anchors_per_gt!r}")
         if len(image_size) != 2 or min(image_size) <= 0:
             raise ValueError(f"`image_size` must be a positive (height, width), got {image_size!r}")
         backbone_name = backbone if isinstance(backbone, str) else None
@@ -424,6 +432,7 @@ class FasterRCNN(keras.Model):
         self.rpn_positive_fraction = float(rpn_positive_fraction)
         self.rpn_positive_iou = float(rpn_positive_iou)
         self.rpn_negative_iou = float(rpn_negative_iou)
+        self.rpn_best_anchors_per_gt = int(rpn_best_anchors_per_gt)
         self.rcnn_batch_size = int(rcnn_batch_size)
         self.rcnn_positive_fraction = float(rcnn_positive_fraction)
         self.rpn_ignore_cross_boundary = bool(rpn_ignore_cross_boundary)
@@ -462,6 +471,7 @@ class FasterRCNN(keras.Model):
         targets = rpn_targets(
             anchors, gt_boxes, gt_classes, self.image_size,
             high=self.rpn_positive_iou, low=self.rpn_negative_iou,
+            best_matches_per_gt=self.rpn_best_anchors_per_gt,
             num_samples=self.rpn_batch_size, positive_fraction=self.rpn_positive_fraction,
             ignore_cross_boundary=self.rpn_ignore_cross_boundary, seed=rpn_seed,
         )
@@ -582,6 +592,7 @@ class FasterRCNN(keras.Model):
             "rpn_positive_fraction": self.rpn_positive_fraction,
             "rpn_positive_iou": self.rpn_positive_iou,
             "rpn_negative_iou": self.rpn_negative_iou,
+            "rpn_best_anchors_per_gt": self.rpn_best_anchors_per_gt,
             "rcnn_batch_size": self.rcnn_batch_size,
             "rcnn_positive_fraction": self.rcnn_positive_fraction,
             "rpn_ignore_cross_boundary": self.rpn_ignore_cross_boundary,

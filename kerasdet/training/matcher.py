@@ -26,6 +26,13 @@ class Matcher:
     best IoU is 0 (it overlaps no valid anchor) is skipped: otherwise every anchor it does
     not touch would tie at 0 and become positive.
 
+    `best_matches_per_gt = k > 1` extends that rule to each gt's `k` best anchors (ties at
+    the k-th IoU included) whose IoU is at least `low_threshold`: anchors of the ignored
+    band become positives of a gt that has few good ones. Such are small objects: a 12 px
+    box overlaps no 16 px anchor on a stride-8 grid by 0.7, so rule (i) alone gives it one
+    positive where a large box gets dozens (S3FD's "scale compensation" matching, Zhang
+    et al. 2017, §3.2, is the same idea).
+
     An image without ground truth gets all anchors negative. Anchors marked invalid (e.g.
     crossing the image border) are ignored (`-1`) and never count as a gt's best anchor.
 
@@ -37,6 +44,8 @@ class Matcher:
         low_threshold: float in [0, `high_threshold`], IoU below which an anchor is
             negative (0.3 for the RPN). Equal thresholds leave no ignored band.
         allow_low_quality_matches: bool, default True; see above.
+        best_matches_per_gt: int ≥ 1, default 1 (the paper's rule (i)); see above. Only
+            with `allow_low_quality_matches`.
 
     Call arguments:
         iou: float `[B, A, M]`, IoU of anchors × ground-truth boxes.
@@ -56,7 +65,8 @@ class Matcher:
     (array([[0, 0, 0, 1]], dtype=int32), array([[ 1, -1,  0,  1]], dtype=int32))
     """
 
-    def __init__(self, high_threshold: float, low_threshold: float, allow_low_quality_matches: bool = True):
+    def __init__(self, high_threshold: float, low_threshold: float, allow_low_quality_matches: bool = True,
+                 best_matches_per_gt: int = 1):
         high, low = float(high_threshold), float(low_threshold)
         if not 0.0 <= high <= 1.0:
             raise ValueError(f"`high_threshold` must be in [0, 1], got {high_threshold!r}")
@@ -67,12 +77,16 @@ class Matcher:
         self.high_threshold = high
         self.low_threshold = low
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
+        if isinstance(best_matches_per_gt, bool) or not isinstance(best_matches_per_gt, int) or best_matches_per_gt < 1:
+            raise ValueError(f"`best_matches_per_gt` must be an int >= 1, got {best_matches_per_gt!r}")
+        self.best_matches_per_gt = best_matches_per_gt
 
     def get_config(self):
         return {
             "high_threshold": self.high_threshold,
             "low_threshold": self.low_threshold,
             "allow_low_quality_matches": self.allow_low_quality_matches,
+            "best_matches_per_gt": self.best_matches_per_gt,
         }
 
     def __call__(self, iou, gt_valid=None, anchor_valid=None):
@@ -110,6 +124,10 @@ class Matcher:
             best_per_gt = tf.reduce_max(pair_iou, axis=1, keepdims=True)  # [B, 1, M]
             # best_per_gt > 0 skips gts that overlap no valid anchor (else all zeros tie).
             is_best = (pair_iou >= best_per_gt) & (best_per_gt > 0.0) & pair_valid
+            if self.best_matches_per_gt > 1:
+                k = tf.minimum(self.best_matches_per_gt, num_anchors)
+                kth = tf.math.top_k(tf.transpose(pair_iou, [0, 2, 1]), k).values[..., -1]  # [B, M]
+                is_best |= (pair_iou >= kth[:, None, :]) & (pair_iou >= low) & (pair_iou > 0.0) & pair_valid
             labels = tf.where(tf.reduce_any(is_best, axis=2), POSITIVE, labels)
 
         labels = tf.where(anchor_valid, labels, IGNORE)

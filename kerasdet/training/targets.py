@@ -55,6 +55,7 @@ def rpn_targets(
     num_samples: int = 256,
     positive_fraction: float = 0.5,
     allow_low_quality_matches: bool = True,
+    best_matches_per_gt: int = 1,
     ignore_cross_boundary: bool = True,
     seed,
     box_coder: BoxCoder | None = None,
@@ -77,6 +78,8 @@ def rpn_targets(
         num_samples: int, default 256, sampled anchors per image.
         positive_fraction: float, default 0.5, cap on positives among the samples.
         allow_low_quality_matches: bool, default True, each gt's best anchor is positive.
+        best_matches_per_gt: int, default 1, with `allow_low_quality_matches` each gt's
+            this many best anchors at IoU ≥ `low` are positive (see `Matcher`).
         ignore_cross_boundary: bool, default True, see above.
         seed: int, pair or int tensor `[2]`, required: the sampling seed (stateless).
         box_coder: `BoxCoder`, default `BoxCoder()` (weights 1, the paper's).
@@ -99,7 +102,7 @@ def rpn_targets(
     if anchors.shape.rank is not None and (anchors.shape.rank != 2 or anchors.shape[-1] not in (4, None)):
         raise ValueError(f"`anchors` must have shape [A, 4], got {anchors.shape}")
     coder = box_coder or BoxCoder()
-    matcher = Matcher(high, low, allow_low_quality_matches)
+    matcher = Matcher(high, low, allow_low_quality_matches, best_matches_per_gt)
     boxes, _, gt_valid = _ground_truth(gt_boxes, gt_classes)
 
     iou = pairwise_iou(anchors[None], boxes)  # [B, A, M + 1]

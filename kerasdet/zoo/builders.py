@@ -86,6 +86,7 @@ def build_faster_rcnn(config: ZooConfig, num_classes: int, *, backbone_weights=N
         rpn_positive_fraction=m["rpn_positive_fraction"],
         rpn_positive_iou=m["rpn_positive_iou"],
         rpn_negative_iou=m["rpn_negative_iou"],
+        rpn_best_anchors_per_gt=m["rpn_best_anchors_per_gt"],
         rcnn_batch_size=m["rcnn_batch_size"],
         rcnn_positive_fraction=m["rcnn_positive_fraction"],
         rpn_ignore_cross_boundary=m["rpn_ignore_cross_boundary"],

@@ -317,6 +317,8 @@ FASTER_RCNN_MODEL = {
     "rpn_positive_fraction": Field("number", 0.5, minimum=0.0, maximum=1.0),
     "rpn_positive_iou": Field("number", 0.7, minimum=0.0, maximum=1.0, doc="RPN positive anchor IoU"),
     "rpn_negative_iou": Field("number", 0.3, minimum=0.0, maximum=1.0, doc="RPN negative anchor IoU"),
+    "rpn_best_anchors_per_gt": Field("int", 1, minimum=1,
+                                     doc="each box's best anchors made RPN positives (at IoU >= the negative one)"),
     "rcnn_batch_size": Field("int", 512, minimum=1, doc="RoIs sampled per image"),
     "rcnn_positive_fraction": Field("number", 0.25, minimum=0.0, maximum=1.0),
     "rpn_ignore_cross_boundary": Field("bool", True, doc="leave border-crossing anchors out of the RPN loss"),
