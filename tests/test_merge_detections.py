@@ -11,7 +11,8 @@ from reference_greedy_merge import greedy_merge_image
 from reference_nms import nms_batch
 
 import kerasdet.postprocess.merge as merge_module
-from kerasdet.postprocess import MERGE_MODES, MergeDetections, merge_detections
+from kerasdet.postprocess import MERGE_MODES, MergeDetections, merge_detections, one_hot_scores
+from kerasdet.postprocess.merge import OneHotScores
 
 NUM_CLASSES = 3
 
@@ -114,7 +115,7 @@ def test_layer_in_a_saved_functional_model(tmp_path):
     [
         (dict(merge="soft"), "`merge` must be one of .*'soft'"),
         (dict(num_classes=0), "`num_classes` must be a positive int, got 0"),
-        (dict(iou_threshold=1.0), r"`iou_threshold` must be in \[0, 1\), got 1.0"),
+        (dict(merge="nms", iou_threshold=1.0), r"`iou_threshold` must be in \[0, 1\), got 1.0"),
         (dict(max_detections=0), "`max_detections`"),
         (dict(score_threshold=0.0), "`score_threshold`"),
     ],
@@ -125,6 +126,27 @@ def test_bad_arguments_name_the_value(kwargs, message):
         MergeDetections(**settings)
     with pytest.raises(ValueError, match=message):
         merge_detections(tf.zeros([1, 2, 4]), tf.zeros([1, 2]), tf.zeros([1, 2], tf.int32), **settings)
+
+
+def test_thresholds_are_checked_only_where_their_step_runs():
+    boxes, scores, classes = _candidates(seed=5)
+    # A greedy-only merge has no NMS: any iou_threshold is accepted, and ignored.
+    greedy = merge_detections(boxes, scores, classes, num_classes=NUM_CLASSES, iou_threshold=1.0)
+    again = merge_detections(boxes, scores, classes, num_classes=NUM_CLASSES, iou_threshold=0.2)
+    np.testing.assert_array_equal(greedy["boxes"].numpy(), again["boxes"].numpy())
+    with pytest.raises(ValueError, match=r"`iou_threshold` must be in \[0, 1\), got 1.0"):
+        MergeDetections(num_classes=NUM_CLASSES, merge="greedy_nms", iou_threshold=1.0)
+
+
+def test_one_hot_scores_and_its_legacy_layer():
+    scores = np.array([[0.9, 0.2, 0.0]], np.float32)
+    classes = np.array([[2, 0, 1]], np.int32)
+    expected = [[[0.0, 0.0, 0.9], [0.2, 0.0, 0.0], [0.0, 0.0, 0.0]]]
+    np.testing.assert_allclose(one_hot_scores(scores, classes, 3).numpy(), expected)
+    # Kept registered so that detectors saved before MergeDetections load.
+    layer = OneHotScores.from_config(OneHotScores(3, name="class_scores").get_config())
+    np.testing.assert_allclose(layer(scores, classes).numpy(), expected)
+    assert keras.saving.get_registered_object("kerasdet>OneHotScores") is OneHotScores
 
 
 def test_docstring_examples():

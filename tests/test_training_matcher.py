@@ -87,13 +87,22 @@ def test_matcher_several_best_anchors_give_a_small_box_more_positives():
     assert iou.max() < 0.7
     _, one = run(Matcher(0.7, 0.3), iou)
     _, three = run(Matcher(0.7, 0.3, best_matches_per_gt=3), iou)
-    assert (one == 1).sum() == 1 and (three == 1).sum() >= 3
+    assert (one == 1).sum() == 1 and (three == 1).sum() == 3
     assert (iou[0, three[0] == 1, 0] >= 0.3).all()
+
+
+def test_matcher_best_anchors_below_the_negative_threshold_stay_negative():
+    # k = 3, but the third-best anchor (IoU 0.25 < low 0.3) stays a negative.
+    iou = tf.constant([[[0.5], [0.35], [0.25], [0.1]]])
+    _, labels = run(Matcher(0.7, 0.3, best_matches_per_gt=3), iou)
+    np.testing.assert_array_equal(labels, [[1, 1, 0, 0]])
 
 
 def test_matcher_rejects_bad_best_matches_per_gt():
     with pytest.raises(ValueError, match="`best_matches_per_gt` must be an int >= 1, got 0"):
         Matcher(0.7, 0.3, best_matches_per_gt=0)
+    with pytest.raises(ValueError, match="`best_matches_per_gt`=3 needs `allow_low_quality_matches=True`"):
+        Matcher(0.7, 0.3, allow_low_quality_matches=False, best_matches_per_gt=3)
 
 
 # --- Literal cases -----------------------------------------------------------------------

@@ -571,6 +571,6 @@ def test_separable_rpn_options_build_the_separable_head(tmp_path):
 
 def test_roi_align_sampling_ratio_and_rpn_ious_reach_the_model():
     model = zoo.load("faster_rcnn_tiny", **SMALL_FRCNN, roi_pool="roi_align", sampling_ratio=3,
-                     rpn_positive_iou=0.6, rpn_negative_iou=0.2)
+                     rpn_positive_iou=0.6, rpn_negative_iou=0.2, rpn_best_anchors_per_gt=3)
     assert type(model.roi_pool).__name__ == "RoIAlign" and model.roi_pool.sampling_ratio == 3
-    assert (model.rpn_positive_iou, model.rpn_negative_iou) == (0.6, 0.2)
+    assert (model.rpn_positive_iou, model.rpn_negative_iou, model.rpn_best_anchors_per_gt) == (0.6, 0.2, 3)

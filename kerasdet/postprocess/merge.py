@@ -5,6 +5,7 @@ detector, its tuning and its benchmarks."""
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kerasdet.postprocess.greedy_merge import _check_args as _check_greedy_args
@@ -18,12 +19,20 @@ from kerasdet.postprocess.nms import non_max_suppression
 # background, were most of the false positives. NMS on the merged boxes removes them.
 MERGE_MODES = ("greedy", "nms", "greedy_nms")
 
-__all__ = ["MERGE_MODES", "MergeDetections", "merge_detections", "one_hot_scores"]
+__all__ = ["MERGE_MODES", "MergeDetections", "OneHotScores", "merge_detections", "one_hot_scores"]
 
 
 def one_hot_scores(scores, classes, num_classes: int):
-    """`(scores [B, N], classes [B, N] int)` → per-class scores `[B, N, C]`, zero outside each
-    row's class: the input `non_max_suppression` expects."""
+    """Per-class scores from one class per row: the input `non_max_suppression` expects.
+
+    Args:
+        scores: float `[B, N]`.
+        classes: int `[B, N]` in `[0, num_classes)`.
+        num_classes: `C`.
+
+    Returns:
+        float32 `[B, N, C]`: each row's score at its class, zero elsewhere.
+    """
     return tf.one_hot(classes, int(num_classes), dtype=tf.float32) * tf.cast(scores, tf.float32)[..., None]
 
 
@@ -31,10 +40,14 @@ def _check_merge_args(merge, num_classes, match_threshold, score_threshold, iou_
                       max_candidates):
     if merge not in MERGE_MODES:
         raise ValueError(f"`merge` must be one of {MERGE_MODES}, got {merge!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes <= 0:
         raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}")
-    _check_greedy_args(match_threshold, score_threshold, max_detections, max_candidates)
-    _check_nms_args(iou_threshold, max_detections, max_candidates)
+    # Each threshold is checked only where its step runs (a greedy-only config may carry any
+    # iou_threshold, as before this layer).
+    if merge in ("greedy", "greedy_nms"):
+        _check_greedy_args(match_threshold, score_threshold, max_detections, max_candidates)
+    if merge in ("nms", "greedy_nms"):
+        _check_nms_args(iou_threshold, max_detections, max_candidates)
 
 
 def merge_detections(
@@ -179,4 +192,29 @@ class MergeDetections(keras.layers.Layer):
                 "jit_compile": self.jit_compile,
             }
         )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kerasdet")
+class OneHotScores(keras.layers.Layer):
+    """Layer form of `one_hot_scores`: `(scores [B, N], classes [B, N])` → `[B, N, C]`.
+
+    The OverFeat detector used it before `MergeDetections`; it stays registered so that
+    `.keras` detectors saved then still load.
+    """
+
+    def __init__(self, num_classes: int, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+
+    def call(self, scores, classes):
+        return one_hot_scores(scores, classes, self.num_classes)
+
+    def compute_output_spec(self, scores, classes):
+        return keras.KerasTensor(tuple(scores.shape) + (self.num_classes,), dtype="float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config["num_classes"] = self.num_classes
         return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 POSITIVE = 1
@@ -77,9 +78,15 @@ class Matcher:
         self.high_threshold = high
         self.low_threshold = low
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
-        if isinstance(best_matches_per_gt, bool) or not isinstance(best_matches_per_gt, int) or best_matches_per_gt < 1:
+        if (isinstance(best_matches_per_gt, bool) or not isinstance(best_matches_per_gt, (int, np.integer))
+                or best_matches_per_gt < 1):
             raise ValueError(f"`best_matches_per_gt` must be an int >= 1, got {best_matches_per_gt!r}")
-        self.best_matches_per_gt = best_matches_per_gt
+        if best_matches_per_gt > 1 and not allow_low_quality_matches:
+            raise ValueError(
+                f"`best_matches_per_gt`={best_matches_per_gt} needs `allow_low_quality_matches=True` "
+                "(it extends that rule)"
+            )
+        self.best_matches_per_gt = int(best_matches_per_gt)
 
     def get_config(self):
         return {
@@ -124,8 +131,11 @@ class Matcher:
             best_per_gt = tf.reduce_max(pair_iou, axis=1, keepdims=True)  # [B, 1, M]
             # best_per_gt > 0 skips gts that overlap no valid anchor (else all zeros tie).
             is_best = (pair_iou >= best_per_gt) & (best_per_gt > 0.0) & pair_valid
-            if self.best_matches_per_gt > 1:
-                k = tf.minimum(self.best_matches_per_gt, num_anchors)
+            if self.best_matches_per_gt > 1 and iou.shape[1] != 0:
+                # A static k where the anchor count is known (XLA wants static top-k sizes).
+                static_anchors = iou.shape[1]
+                k = (min(self.best_matches_per_gt, static_anchors) if static_anchors is not None
+                     else tf.minimum(self.best_matches_per_gt, num_anchors))
                 kth = tf.math.top_k(tf.transpose(pair_iou, [0, 2, 1]), k).values[..., -1]  # [B, M]
                 is_best |= (pair_iou >= kth[:, None, :]) & (pair_iou >= low) & (pair_iou > 0.0) & pair_valid
             labels = tf.where(tf.reduce_any(is_best, axis=2), POSITIVE, labels)

@@ -337,7 +337,8 @@ OVERFEAT_MODEL = {
     "merge": Field("choice", "greedy", choices=MERGE_MODES, doc="greedy merge, NMS, or greedy merge then NMS"),
     "score_threshold": Field("number", 0.5, minimum=0.0, maximum=1.0),
     "match_threshold": Field("number", 1.0, minimum=0.0, doc="greedy merge threshold t"),
-    "iou_threshold": Field("number", 0.5, minimum=0.0, maximum=1.0, doc="NMS IoU (merge: nms, greedy_nms)"),
+    "iou_threshold": Field("number", 0.5, minimum=0.0, maximum=1.0, exclusive_maximum=True,
+                           doc="NMS IoU (merge: nms, greedy_nms)"),
     "max_detections": Field("int", 100, minimum=1),
     "max_candidates": Field("int", 2000, minimum=1),
 }
