@@ -166,6 +166,25 @@ def test_rpn_iou_thresholds_reach_the_anchor_matcher(monkeypatch):
         small_model(rpn_best_anchors_per_gt=0)
 
 
+def test_loss_weights_scale_their_terms_and_survive_get_config():
+    images, gt = shapes_batch(2)
+    plain = small_model()
+    weights = {"rpn_box": 4.0, "rcnn_class": 0.5}
+    weighted = small_model(loss_weights=weights)
+    weighted.set_weights(plain.get_weights())
+    base, scaled = plain.compute_losses(images, gt), weighted.compute_losses(images, gt)
+    for name in ("rpn_objectness", "rpn_box", "rcnn_class", "rcnn_box"):
+        np.testing.assert_allclose(float(scaled[name]), weights.get(name, 1.0) * float(base[name]), rtol=1e-5)
+    np.testing.assert_allclose(float(scaled["loss"]), sum(float(scaled[n]) for n in weights | {"rpn_objectness": 0,
+                               "rcnn_box": 0}), rtol=1e-5)
+    assert weighted.get_config()["loss_weights"] == weights and plain.get_config()["loss_weights"] is None
+    assert FasterRCNN.from_config(weighted.get_config()).loss_weights == weights
+    with pytest.raises(ValueError, match=r"`loss_weights` has an unknown loss 'rpn'; expected one of"):
+        small_model(loss_weights={"rpn": 1.0})
+    with pytest.raises(ValueError, match=r"`loss_weights\['rpn_box'\]` must be a float >= 0, got -1.0"):
+        small_model(loss_weights={"rpn_box": -1.0})
+
+
 def test_rpn_options_configure_the_default_rpn_head():
     model = small_model(rpn_separable=True, rpn_kernel_size=5)
     assert model.rpn_head.separable and model.rpn_head.kernel_size == 5

@@ -96,6 +96,7 @@ def main(argv=None):
                         help="RPN anchor IoU thresholds (the paper's 0.7 / 0.3; the notes use 0.5 for positives)")
     parser.add_argument("--rpn-best-anchors", type=int, default=1,
                         help="each box's this many best anchors at IoU >= the negative threshold are RPN positives")
+    parser.add_argument("--rpn-box-weight", type=float, default=1.0, help="weight of the RPN's box loss")
     parser.add_argument("--flip", action="store_true", help="random horizontal flips of the training images")
     parser.add_argument("--output", default=None, help="write the trained weights here (.weights.h5)")
     args = parser.parse_args(argv)
@@ -114,6 +115,7 @@ def main(argv=None):
         rpn_batch_size=256, rcnn_batch_size=args.rcnn_batch_size, nms_iou=args.nms_iou,
         rpn_positive_iou=args.rpn_iou[0], rpn_negative_iou=args.rpn_iou[1],
         rpn_best_anchors_per_gt=args.rpn_best_anchors,
+        loss_weights=None if args.rpn_box_weight == 1.0 else {"rpn_box": args.rpn_box_weight},
         rpn_separable=args.rpn_separable, rpn_kernel_size=args.rpn_kernel_size,
         roi_pool=(RoIAlign(7, 1 / args.backbone_stride, sampling_ratio=args.sampling_ratio, name="roi_pool")
                   if args.roi_align else RoIPool(7, 1 / args.backbone_stride, name="roi_pool")),

@@ -26,6 +26,23 @@ from kerasdet.training.targets import RCNN_BOX_WEIGHTS
 LOSS_NAMES = ("loss", "rpn_objectness", "rpn_box", "rcnn_class", "rcnn_box")
 
 
+def _check_loss_weights(loss_weights) -> dict:
+    """`None` or `{term name: float ≥ 0}` → a dict (empty = every term weighted 1)."""
+    if loss_weights is None:
+        return {}
+    if not isinstance(loss_weights, dict):
+        raise ValueError(f"`loss_weights` must be a dict of loss names to floats, got {loss_weights!r}")
+    terms = LOSS_NAMES[1:]
+    checked = {}
+    for name, weight in loss_weights.items():
+        if name not in terms:
+            raise ValueError(f"`loss_weights` has an unknown loss {name!r}; expected one of {terms}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)) or not weight >= 0:
+            raise ValueError(f"`loss_weights[{name!r}]` must be a float >= 0, got {weight!r}")
+        checked[name] = float(weight)
+    return checked
+
+
 def default_anchor_sizes(image_size) -> tuple[float, ...]:
     """The paper's `(128, 256, 512)` for images of at least 512 px (shorter side `s`);
     `(s/8, s/4, s/2)` below that, e.g. `(16, 32, 64)` for 128×128 images."""
@@ -297,6 +314,9 @@ class FasterRCNN(keras.Model):
             the border; ignored in training, their objectness stays untrained yet they still
             make (clipped) proposals at test time — turn this off there (torchvision keeps
             every anchor).
+        loss_weights: `None` or a dict from loss names (`rpn_objectness`, `rpn_box`,
+            `rcnn_class`, `rcnn_box`) to floats ≥ 0 that multiply those terms (default 1,
+            the paper's balance); the logged terms are the weighted ones, and sum to `loss`.
         seed: base seed of the (stateless) samplers; step `t` uses `(seed, 2t)` for the RPN
             and `(seed, 2t + 1)` for the RoIs, `t` = the optimizer's iteration counter.
 
@@ -337,6 +357,7 @@ class FasterRCNN(keras.Model):
         rcnn_batch_size=512,
         rcnn_positive_fraction=0.25,
         rpn_ignore_cross_boundary=True,
+        loss_weights=None,
         seed=0,
         **kwargs,
     ):
@@ -436,6 +457,7 @@ class FasterRCNN(keras.Model):
         self.rcnn_batch_size = int(rcnn_batch_size)
         self.rcnn_positive_fraction = float(rcnn_positive_fraction)
         self.rpn_ignore_cross_boundary = bool(rpn_ignore_cross_boundary)
+        self.loss_weights = _check_loss_weights(loss_weights)
         self.seed = int(seed)
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
 
@@ -497,6 +519,8 @@ class FasterRCNN(keras.Model):
             "rcnn_class": rcnn_class,
             "rcnn_box": rcnn_box,
         }
+        losses = {name: value * self.loss_weights[name] if name in self.loss_weights else value
+                  for name, value in losses.items()}
         total = tf.add_n(list(losses.values()))
         if self.losses:
             total = total + tf.add_n([tf.cast(extra, tf.float32) for extra in self.losses])
@@ -596,6 +620,7 @@ class FasterRCNN(keras.Model):
             "rcnn_batch_size": self.rcnn_batch_size,
             "rcnn_positive_fraction": self.rcnn_positive_fraction,
             "rpn_ignore_cross_boundary": self.rpn_ignore_cross_boundary,
+            "loss_weights": dict(self.loss_weights) or None,
             "seed": self.seed,
         }
 
