@@ -13,7 +13,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # to the kernel on free: every training step then page-faults its activations in again
 # (200,000 faults and 40 % of the CPU time in the kernel per OverFeat-tiny dense step).
 # The BFC allocator keeps them pooled: 1.7x faster steps there (tools/bench_cpu_allocator.py).
-# Only a default, read when TensorFlow allocates its first tensor: set it to "false" to opt
+# Where TensorFlow turns oneDNN on (it logs "oneDNN custom operations are on": AVX-512 VNNI /
+# BF16 CPUs and newer) its CPU device already pools through oneDNN's allocator, and this
+# changes nothing. Only a default, read when TensorFlow allocates its first tensor: set it to "false" to opt
 # out, and it has no effect if TensorFlow ran an op before kerasdet was imported.
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
