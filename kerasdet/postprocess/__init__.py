@@ -1,6 +1,11 @@
 """In-graph post-processing: confidence thresholding, per-class NMS, greedy merge."""
 
-from kerasdet.postprocess.detections import DETECTION_KEYS, check_scores_finite, pad_detections
+from kerasdet.postprocess.detections import (
+    DETECTION_KEYS,
+    check_scores_finite,
+    detections_spec,
+    pad_detections,
+)
 from kerasdet.postprocess.greedy_merge import GreedyMerge, greedy_merge, match_scores
 from kerasdet.postprocess.merge import (
     MERGE_MODES,
@@ -17,6 +22,7 @@ __all__ = [
     "MergeDetections",
     "NonMaxSuppression",
     "check_scores_finite",
+    "detections_spec",
     "greedy_merge",
     "match_scores",
     "merge_detections",

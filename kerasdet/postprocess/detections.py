@@ -3,6 +3,7 @@ by the post-processing ops."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -53,4 +54,24 @@ def pad_detections(boxes, scores, classes, num_valid, max_detections: int):
         "scores": tf.where(valid, tf.cast(scores, tf.float32), 0.0),
         "classes": tf.where(valid, tf.cast(classes, tf.int32), 0),
         "num_detections": num_valid,
+    }
+
+
+def detections_spec(batch, max_detections: int) -> dict:
+    """The symbolic form of the detections dict, for a layer's `compute_output_spec`.
+
+    Args:
+        batch: the static batch size, or `None`.
+        max_detections: `D`, the static number of rows.
+
+    Returns:
+        dict of `keras.KerasTensor`: `boxes` float32 `[B, D, 4]`, `scores` float32 `[B, D]`,
+        `classes` int32 `[B, D]`, `num_detections` int32 `[B]`.
+    """
+    d = int(max_detections)
+    return {
+        "boxes": keras.KerasTensor((batch, d, 4), dtype="float32"),
+        "scores": keras.KerasTensor((batch, d), dtype="float32"),
+        "classes": keras.KerasTensor((batch, d), dtype="int32"),
+        "num_detections": keras.KerasTensor((batch,), dtype="int32"),
     }

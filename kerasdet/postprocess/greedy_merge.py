@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasdet.postprocess import _greedy_merge_loop as _loop
-from kerasdet.postprocess.detections import pad_detections
+from kerasdet.postprocess.detections import detections_spec, pad_detections
 
 __all__ = ["GreedyMerge", "greedy_merge", "match_scores"]
 
@@ -377,14 +377,7 @@ class GreedyMerge(keras.layers.Layer):
         )
 
     def compute_output_spec(self, boxes, scores, classes):
-        batch = boxes.shape[0]
-        k = self.max_detections
-        return {
-            "boxes": keras.KerasTensor((batch, k, 4), dtype="float32"),
-            "scores": keras.KerasTensor((batch, k), dtype="float32"),
-            "classes": keras.KerasTensor((batch, k), dtype="int32"),
-            "num_detections": keras.KerasTensor((batch,), dtype="int32"),
-        }
+        return detections_spec(boxes.shape[0], self.max_detections)
 
     def get_config(self):
         config = super().get_config()

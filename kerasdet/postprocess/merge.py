@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasdet.postprocess.detections import detections_spec
 from kerasdet.postprocess.greedy_merge import _check_args as _check_greedy_args
 from kerasdet.postprocess.greedy_merge import greedy_merge
 from kerasdet.postprocess.nms import _check_args as _check_nms_args
@@ -170,13 +171,7 @@ class MergeDetections(keras.layers.Layer):
         )
 
     def compute_output_spec(self, boxes, scores, classes):
-        batch, d = boxes.shape[0], self.max_detections
-        return {
-            "boxes": keras.KerasTensor((batch, d, 4), dtype="float32"),
-            "scores": keras.KerasTensor((batch, d), dtype="float32"),
-            "classes": keras.KerasTensor((batch, d), dtype="int32"),
-            "num_detections": keras.KerasTensor((batch,), dtype="int32"),
-        }
+        return detections_spec(boxes.shape[0], self.max_detections)
 
     def get_config(self):
         config = super().get_config()

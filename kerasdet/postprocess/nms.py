@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasdet.postprocess.detections import check_scores_finite, pad_detections
+from kerasdet.postprocess.detections import check_scores_finite, detections_spec, pad_detections
 from kerasdet.postprocess.per_image import map_images
 
 
@@ -235,13 +235,7 @@ class NonMaxSuppression(keras.layers.Layer):
         )
 
     def compute_output_spec(self, boxes, scores):
-        batch, d = scores.shape[0], self.max_detections
-        return {
-            "boxes": keras.KerasTensor((batch, d, 4), dtype="float32"),
-            "scores": keras.KerasTensor((batch, d), dtype="float32"),
-            "classes": keras.KerasTensor((batch, d), dtype="int32"),
-            "num_detections": keras.KerasTensor((batch,), dtype="int32"),
-        }
+        return detections_spec(scores.shape[0], self.max_detections)
 
     def get_config(self):
         config = super().get_config()
