@@ -21,6 +21,7 @@ from kerasdet.models.backbones import build_backbone
 from kerasdet.models.proposals import ProposalLayer
 from kerasdet.postprocess.nms import NonMaxSuppression
 from kerasdet.training import rcnn_losses, rcnn_targets, rpn_losses, rpn_targets
+from kerasdet.training.matcher import check_best_matches_per_gt
 from kerasdet.training.targets import RCNN_BOX_WEIGHTS
 
 LOSS_NAMES = ("loss", "rpn_objectness", "rpn_box", "rcnn_class", "rcnn_box")
@@ -369,9 +370,7 @@ class FasterRCNN(keras.Model):
                 "`rpn_negative_iou` <= `rpn_positive_iou` must both be in [0, 1], got "
                 f"rpn_negative_iou={rpn_negative_iou!r}, rpn_positive_iou={rpn_positive_iou!r}"
             )
-        if (isinstance(rpn_best_anchors_per_gt, bool) or not isinstance(rpn_best_anchors_per_gt, (int, np.integer))
-                or rpn_best_anchors_per_gt < 1):
-            raise ValueError(f"`rpn_best_anchors_per_gt` must be an int >= 1, got {rpn_best_anchors_per_gt!r}")
+        rpn_best_anchors_per_gt = check_best_matches_per_gt(rpn_best_anchors_per_gt, "rpn_best_anchors_per_gt")
         if len(image_size) != 2 or min(image_size) <= 0:
             raise ValueError(f"`image_size` must be a positive (height, width), got {image_size!r}")
         backbone_name = backbone if isinstance(backbone, str) else None
@@ -453,7 +452,7 @@ class FasterRCNN(keras.Model):
         self.rpn_positive_fraction = float(rpn_positive_fraction)
         self.rpn_positive_iou = float(rpn_positive_iou)
         self.rpn_negative_iou = float(rpn_negative_iou)
-        self.rpn_best_anchors_per_gt = int(rpn_best_anchors_per_gt)
+        self.rpn_best_anchors_per_gt = rpn_best_anchors_per_gt
         self.rcnn_batch_size = int(rcnn_batch_size)
         self.rcnn_positive_fraction = float(rcnn_positive_fraction)
         self.rpn_ignore_cross_boundary = bool(rpn_ignore_cross_boundary)

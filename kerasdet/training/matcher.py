@@ -10,6 +10,15 @@ NEGATIVE = 0
 IGNORE = -1
 
 
+
+def check_best_matches_per_gt(value, name: str = "best_matches_per_gt") -> int:
+    """`value` as an int ≥ 1 (numpy ints accepted, bools not); a one-line error naming
+    `name` otherwise. Callers that configure a `Matcher` check it at construction with it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
+    return int(value)
+
+
 class Matcher:
     """Labels anchors positive / negative / ignored by their IoU with the ground truth.
 
@@ -78,15 +87,13 @@ class Matcher:
         self.high_threshold = high
         self.low_threshold = low
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
-        if (isinstance(best_matches_per_gt, bool) or not isinstance(best_matches_per_gt, (int, np.integer))
-                or best_matches_per_gt < 1):
-            raise ValueError(f"`best_matches_per_gt` must be an int >= 1, got {best_matches_per_gt!r}")
+        best_matches_per_gt = check_best_matches_per_gt(best_matches_per_gt)
         if best_matches_per_gt > 1 and not allow_low_quality_matches:
             raise ValueError(
                 f"`best_matches_per_gt`={best_matches_per_gt} needs `allow_low_quality_matches=True` "
                 "(it extends that rule)"
             )
-        self.best_matches_per_gt = int(best_matches_per_gt)
+        self.best_matches_per_gt = best_matches_per_gt
 
     def get_config(self):
         return {
